@@ -45,7 +45,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -74,7 +74,7 @@ def issue(
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A server certificate for ``names`` (DNS names or IP addresses)."""
     key = _key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt_names: list[x509.GeneralName] = []
     for name in names:
         try:

@@ -140,7 +140,8 @@ def test_wrong_code_gets_qqs_535(upstream: Running) -> None:
     assert error.value.smtp_code == 535
     assert fq.AUTH_FAILED[4:] == error.value.smtp_error.decode()
     attempts = upstream.record("auth")
-    assert attempts and not any(a["success"] for a in attempts)
+    assert attempts
+    assert not any(a["success"] for a in attempts)
     assert "wrong-code" not in (upstream.state_dir / fq.RECORD_FILE).read_text()
 
 

@@ -1,0 +1,32 @@
+# Entry points. `make test` is what CI runs; it sets up everything it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+# Debian releases to test in Molecule: debian12 by default; `make matrix` runs all three.
+DISTROS ?= debian12
+# Molecule scenarios to run (default: all of molecule/*/ but shared).
+SCENARIOS ?=
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+timed = start=$$(date +%s); $(1); rc=$$?; echo "[test] $(2): $$(( $$(date +%s) - start )) s"; exit $$rc
+
+.PHONY: setup lint unit molecule test matrix clean
+
+setup: ## Debian packages, Docker daemon, .venv and the test images (no-op when in place)
+	@$(call timed,$(PYTHON) -m qqrelay.bootstrap --distros "$(DISTROS)",setup)
+
+lint: setup ## yamllint, ansible-lint (production profile) and ruff
+	@$(call timed,yamllint --strict . && ansible-lint && ruff check .,lint)
+
+unit: setup ## pytest unit tests of the Python tooling
+	@$(call timed,pytest tests,unit tests)
+
+molecule: setup ## every Molecule scenario on $(DISTROS)
+	@$(call timed,python -m qqrelay.scenarios --distros "$(DISTROS)" $(SCENARIOS),molecule)
+
+test: lint unit molecule ## everything CI runs
+
+matrix: ## the whole suite on Debian 11, 12 and 13
+	$(MAKE) test DISTROS="debian11 debian12 debian13"
+
+clean: ## remove the venv and the scenario containers (images stay)
+	-docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f
+	rm -rf .venv

@@ -1,0 +1,80 @@
+"""Send one test message with smtplib, from inside a test container.
+
+Prints one JSON line: the token that identifies the message (in its Subject and
+Message-ID), the SMTP code and reply of the last step, and whether it was accepted.
+The authorization code is read from the environment (QQRELAY_CODE), never argv.
+Standard library only: test containers run it with their own python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import smtplib
+import ssl
+import sys
+import uuid
+from email.message import EmailMessage
+
+
+def build(sender: str, to: str, token: str, from_header: str | None, size: int) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = from_header or sender
+    message["To"] = to
+    message["Subject"] = f"relay test {token}"
+    message["Message-ID"] = f"<{token}@qqrelay.test>"
+    message.set_content("A test message of the QQ relay toolkit.\n" + "x" * size)
+    return message
+
+
+def send(args: argparse.Namespace) -> dict:
+    token = args.token or uuid.uuid4().hex
+    message = build(args.sender, args.to, token, args.from_header, args.pad)
+    context = ssl.create_default_context(cafile=args.cafile)
+    result = {"token": token, "accepted": False, "code": None, "reply": None}
+    try:
+        if args.tls == "implicit":
+            client = smtplib.SMTP_SSL(args.server, args.port, context=context, timeout=30)
+        else:
+            client = smtplib.SMTP(args.server, args.port, timeout=30)
+        with client:
+            client.ehlo(args.helo)
+            if args.tls == "starttls":
+                client.starttls(context=context)
+                client.ehlo(args.helo)
+            if args.login:
+                client.login(args.login, os.environ.get("QQRELAY_CODE", ""))
+            client.send_message(message, from_addr=args.sender, to_addrs=[args.to])
+            result.update(accepted=True, code=250, reply="accepted")
+    except smtplib.SMTPResponseException as error:
+        reply = error.smtp_error
+        result.update(code=error.smtp_code,
+                      reply=reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply)
+    except smtplib.SMTPRecipientsRefused as error:
+        code, reply = next(iter(error.recipients.values()))
+        result.update(code=code, reply=reply.decode("utf-8", "replace"))
+    except (OSError, smtplib.SMTPException) as error:
+        result.update(reply=f"{type(error).__name__}: {error}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m qqrelay.sendmail", description=__doc__)
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--port", type=int, default=25)
+    parser.add_argument("--tls", choices=("none", "starttls", "implicit"), default="none")
+    parser.add_argument("--cafile", help="CA bundle to verify the server (default: system's)")
+    parser.add_argument("--login", help="AUTH with this login and $QQRELAY_CODE")
+    parser.add_argument("--sender", required=True, help="envelope sender")
+    parser.add_argument("--from-header", help="From: header (default: the sender)")
+    parser.add_argument("--to", required=True)
+    parser.add_argument("--token", help="identifier to put in Subject and Message-ID")
+    parser.add_argument("--helo", default="client.test")
+    parser.add_argument("--pad", type=int, default=0, help="bytes of filler in the body")
+    print(json.dumps(send(parser.parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

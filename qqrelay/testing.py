@@ -1,0 +1,121 @@
+"""Pytest plugin shared by every Molecule verifier (loaded with ``-p qqrelay.testing``).
+
+Instances are found by Ansible group in the scenario's inventory and reached with
+testinfra's docker backend. Fixtures: ``instances`` (group -> testinfra hosts),
+``relay``, ``upstream`` (an ``Upstream`` reading the fake's record), ``settings``
+(the shared test values of .config/molecule/config.yml).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+PACKAGE_PATH = "/opt/qqrelay"  # where create.yml mounts this package in every container
+STATE_DIR = "/var/lib/fakeqq"
+
+
+def molecule_inventory() -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Groups to host names, and the variables every host gets, from Molecule's inventory."""
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not inventory:
+        pytest.skip("not run by Molecule (MOLECULE_INVENTORY_FILE is unset)")
+    listing = json.loads(subprocess.run(
+        ["ansible-inventory", "-i", str(Path(inventory).parent), "--list"],
+        capture_output=True, text=True, check=True,
+    ).stdout)
+    hostvars = listing.pop("_meta", {}).get("hostvars", {})
+    groups = {name: sorted(node.get("hosts", [])) for name, node in listing.items()}
+    groups["all"] = sorted(hostvars)
+    shared = {key: value for key, value in next(iter(hostvars.values()), {}).items()
+              if key.startswith("qqrelay_test_")}
+    return groups, shared
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Upstream:
+    """The fake QQ upstream seen through its record."""
+
+    host: Any
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        text = self.host.check_output(f"cat {STATE_DIR}/record.jsonl 2>/dev/null || true")
+        events = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [e for e in events if kind is None or e["event"] == kind]
+
+    def messages(self, token: str) -> list[dict[str, Any]]:
+        return [m for m in self.events("message") if token in (m.get("subject") or "")]
+
+    def wait_for(self, token: str, timeout: float = 90) -> dict[str, Any]:
+        """The message whose Subject carries ``token``, once the fake has accepted it."""
+        found = wait_until(lambda: self.messages(token), timeout, f"message {token} upstream")
+        return found[0]
+
+    def raw(self, message: dict[str, Any]) -> str:
+        return self.host.file(f"{STATE_DIR}/{message['file']}").content_string
+
+    def fault(self, mode: str, delay: float = 5, per_minute: int = 15) -> None:
+        self.host.check_output(
+            f"PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.fake_upstream fault {mode} "
+            f"--delay {delay} --per-minute {per_minute} --state-dir {STATE_DIR}"
+        )
+        time.sleep(0.5)  # the fake polls its switch every 0.2 s
+
+
+def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
+              tls: str = "none", login: str | None = None, code: str | None = None,
+              cafile: str | None = None, from_header: str | None = None,
+              token: str | None = None) -> dict[str, Any]:
+    """Send one message from ``host`` with qqrelay.sendmail; its JSON result."""
+    args = ["--server", server, "--port", str(port), "--tls", tls, "--sender", sender, "--to", to]
+    for flag, value in (("--login", login), ("--cafile", cafile),
+                        ("--from-header", from_header), ("--token", token)):
+        if value:
+            args += [flag, value]
+    env = f"QQRELAY_CODE={shlex.quote(code)} " if code else ""
+    command = f"{env}PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.sendmail {shlex.join(args)}"
+    return json.loads(host.check_output(command))
+
+
+@pytest.fixture(scope="session")
+def settings() -> dict[str, Any]:
+    return molecule_inventory()[1]
+
+
+@pytest.fixture(scope="session")
+def instances() -> dict[str, list[Any]]:
+    groups, _ = molecule_inventory()
+    return {group: [testinfra.get_host(f"docker://{name}") for name in names]
+            for group, names in groups.items()}
+
+
+@pytest.fixture(scope="session")
+def relay(instances: dict[str, list[Any]]) -> Any:
+    return instances["relays"][0]
+
+
+@pytest.fixture(scope="session")
+def upstream(instances: dict[str, list[Any]]) -> Upstream:
+    return Upstream(instances["upstream"][0])
