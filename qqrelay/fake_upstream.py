@@ -46,7 +46,7 @@ FREQUENCY_LIMITED = "550 Connection frequency limited"
 CONTENT_REJECTED = "550 The mail may contain inappropriate words or content."
 QQ_MAX_SIZE = 73400320
 
-FAULT_MODES = ("normal", "down", "slow", "rate-limit", "reject-content")
+FAULT_MODES = ("normal", "down", "slow", "rate-limit", "reject-content", "impostor")
 FAULTS_FILE = "faults.json"
 RECORD_FILE = "record.jsonl"
 
@@ -89,6 +89,9 @@ class Config:
     implicit_tls_port: int = 465
     starttls_port: int = 587
     max_size: int = QQ_MAX_SIZE
+    # Served in the impostor mode: a certificate for the same names from an untrusted CA.
+    impostor_cert: str | None = None
+    impostor_key: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -166,11 +169,19 @@ class FakeQQ:
         self.recorder = Recorder(state_dir)
         self.faults = FaultSwitch(state_dir)
         self.accepted: collections.deque[float] = collections.deque()
-        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.tls.load_cert_chain(config.cert, config.key)
+        self.genuine_tls = self._tls_context(config.cert, config.key)
+        self.impostor_tls = (self._tls_context(config.impostor_cert, config.impostor_key)
+                             if config.impostor_cert and config.impostor_key else None)
+        self.tls = self.genuine_tls
         self.servers: list[asyncio.AbstractServer] = []
         self.ports: dict[str, int] = {}
+
+    @staticmethod
+    def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        return context
 
     async def open_listeners(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,7 +213,16 @@ class FakeQQ:
             ready()
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            down = self.faults.current().mode == "down"
+            mode = self.faults.current().mode
+            down = mode == "down"
+            wanted_tls = self.impostor_tls if mode == "impostor" else self.genuine_tls
+            if wanted_tls is None:
+                log.error("impostor mode needs impostor_cert and impostor_key in the config")
+                wanted_tls = self.genuine_tls
+            if wanted_tls is not self.tls:  # new connections get the other certificate
+                self.tls = wanted_tls
+                self.close_listeners()
+                self.recorder.event("certificate", impostor=mode == "impostor")
             if down and self.servers:
                 self.close_listeners()
                 self.recorder.event("listeners", state="closed")

@@ -99,6 +99,24 @@ def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
     return json.loads(host.check_output(command))
 
 
+def run_playbook(
+    playbook: Path, limit: str, extra_vars: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook against the scenario's inventory; the completed process."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), "--limit", limit,
+         "-e", json.dumps(extra_vars), str(playbook)],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+
+
+def postfix_queue(host: Any) -> list[dict[str, Any]]:
+    """The relay's queue, one dict per message (postqueue -j)."""
+    text = host.check_output("postqueue -j || true")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="session")
 def settings() -> dict[str, Any]:
     return molecule_inventory()[1]

@@ -65,6 +65,7 @@ def upstream(pki: Path, tmp_path: Path) -> Iterator[Running]:
         accounts={ACCOUNT: CODE, "other@qq.com": "ponmlkjihgfedcba"},
         state_dir=str(tmp_path), hostname=NAME, listen=["127.0.0.1"],
         implicit_tls_port=0, starttls_port=0, max_size=200_000,
+        impostor_cert=str(pki / "impostor.pem"), impostor_key=str(pki / "impostor.key"),
     )
     server = fq.FakeQQ(config)
     loop = asyncio.new_event_loop()
@@ -267,3 +268,15 @@ def test_fault_cli_switches_mode(upstream: Running) -> None:
 def test_unknown_fault_mode_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown fault mode"):
         fq.Faults("exploded")
+
+
+def test_impostor_mode_serves_an_untrusted_certificate(upstream: Running) -> None:
+    upstream.fault("impostor")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        upstream.implicit()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        upstream.starttls()
+    upstream.fault("normal")
+    with upstream.implicit() as client:
+        client.login(ACCOUNT, CODE)
+    assert [e["impostor"] for e in upstream.record("certificate")] == [True, False]
