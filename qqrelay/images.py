@@ -52,7 +52,7 @@ class Recipe:
 
     @property
     def digest(self) -> str:
-        text = json.dumps([self.suite, sorted(self.packages), self.sources, "v1"])
+        text = json.dumps([self.suite, sorted(self.packages), self.sources, "v2 lists kept"])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -91,7 +91,10 @@ def build(recipe: Recipe) -> None:
     bootstrap = [
         "mmdebstrap", "--variant=minbase", "--quiet",
         f"--include={','.join(recipe.packages)}",
-        # Containers have no console to ask questions on, and apt must not start services.
+        # Keep the package lists: apt in the containers then works at once, and Ansible's
+        # cache_valid_time judges their age correctly.
+        "--skip=cleanup/apt/lists",
+        # Each container gets its own machine ID at boot.
         "--customize-hook=rm -f \"$1\"/etc/machine-id && touch \"$1\"/etc/machine-id",
         recipe.suite, "-", *recipe.sources,
     ]

@@ -108,6 +108,7 @@ def run_playbook(
         ["ansible-playbook", "-i", str(inventory), "--limit", limit,
          "-e", json.dumps(extra_vars), str(playbook)],
         capture_output=True, text=True, check=False, timeout=600,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
     )
 
 
