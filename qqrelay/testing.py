@@ -99,6 +99,29 @@ def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
     return json.loads(host.check_output(command))
 
 
+POSTFIX_LOG = "/var/log/postfix.log"
+
+
+def relay_mail(client: Any, relay_ip: str, sender: str = "app@internal.test",
+               to: str = "someone@example.net", **options: Any) -> dict[str, Any]:
+    """Hand one message to the relay on port 25 from ``client``; it must be accepted."""
+    sent = send_mail(client, server=relay_ip, port=25, sender=sender, to=to, **options)
+    assert sent["accepted"], sent
+    return sent
+
+
+def log_lines(host: Any, text: str, log: str = POSTFIX_LOG) -> list[str]:
+    """The lines of the Postfix log (a file or a glob, compressed or not) with ``text``."""
+    return host.run(f"zgrep -h -F -- {shlex.quote(text)} {log}").stdout.splitlines()
+
+
+def queue_id_of(host: Any, token: str, log: str = POSTFIX_LOG) -> str:
+    """The relay's queue ID of the message whose Message-ID carries ``token``."""
+    lines = wait_until(lambda: log_lines(host, f"message-id=<{token}@", log), 30,
+                       f"{token} in the Postfix log")
+    return lines[0].split(": message-id=")[0].split()[-1]
+
+
 def run_playbook(
     playbook: Path, limit: str, extra_vars: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from qqrelay.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
-from qqrelay.testing import postfix_queue, run_playbook, send_mail, wait_until
+from qqrelay.testing import (
+    log_lines,
+    postfix_queue,
+    queue_id_of,
+    relay_mail,
+    run_playbook,
+    send_mail,
+    wait_until,
+)
 
 RELAY_IP = "172.30.101.2"
-LOG = "/var/log/postfix.log"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 
 
@@ -33,27 +39,10 @@ def normal_upstream(upstream):
     upstream.fault("normal")
 
 
-def relay_mail(client, sender="app@internal.test", **kw) -> dict[str, Any]:
-    sent = send_mail(client, server=RELAY_IP, port=25, sender=sender,
-                     to=kw.pop("to", "someone@example.net"), **kw)
-    assert sent["accepted"], sent
-    return sent
-
-
-def log_lines(relay, pattern: str) -> list[str]:
-    return relay.run(f"grep -F -- {pattern!r} {LOG}").stdout.splitlines()
-
-
-def queue_id_of(relay, token: str) -> str:
-    """The relay's queue ID for the message whose Message-ID carries ``token``."""
-    line = wait_until(lambda: log_lines(relay, f"message-id=<{token}@"), 30, f"{token} in log")[0]
-    return line.split(": message-id=")[0].split()[-1]
-
-
 def test_allowed_client_mail_leaves_as_the_account_over_465(relay, client, normal_upstream,
                                                            settings) -> None:
     account = settings["qqrelay_test_account"]
-    sent = relay_mail(client, from_header="Billing App <app@internal.test>")
+    sent = relay_mail(client, RELAY_IP, from_header="Billing App <app@internal.test>")
     received = normal_upstream.wait_for(sent["token"])
     assert received["login"] == received["envelope_from"] == account
     assert received["from_header"] == f"Billing App <{account}>"
@@ -63,7 +52,7 @@ def test_allowed_client_mail_leaves_as_the_account_over_465(relay, client, norma
 
 
 def test_sender_dependent_account(client, normal_upstream, settings) -> None:
-    sent = relay_mail(client, sender="build@team.internal.test")
+    sent = relay_mail(client, RELAY_IP, sender="build@team.internal.test")
     received = normal_upstream.wait_for(sent["token"])
     second = settings["qqrelay_test_second_account"]
     assert received["login"] == received["envelope_from"] == second
@@ -91,7 +80,7 @@ def test_untrusted_certificate_keeps_mail_queued_without_login(relay, client,
                                                               normal_upstream) -> None:
     normal_upstream.fault("impostor")
     logins_before = len(normal_upstream.events("auth"))
-    sent = relay_mail(client)
+    sent = relay_mail(client, RELAY_IP)
     queue_id = queue_id_of(relay, sent["token"])
     wait_until(lambda: log_lines(relay, f"{queue_id}: to=<someone@example.net>"), 60,
                "a delivery attempt")
@@ -105,7 +94,7 @@ def test_untrusted_certificate_keeps_mail_queued_without_login(relay, client,
 
 
 def test_wrong_code_leaves_mail_queued_with_qqs_reply(relay, client, normal_upstream) -> None:
-    sent = relay_mail(client, sender="cron@stale.internal.test")
+    sent = relay_mail(client, RELAY_IP, sender="cron@stale.internal.test")
     queue_id = queue_id_of(relay, sent["token"])
     line = wait_until(lambda: log_lines(relay, f"{queue_id}: to=<"), 60, "a delivery attempt")[0]
     assert "status=deferred" in line
@@ -119,7 +108,7 @@ def test_wrong_code_leaves_mail_queued_with_qqs_reply(relay, client, normal_upst
 
 def test_rate_limited_burst_is_all_delivered(relay, client, normal_upstream) -> None:
     normal_upstream.fault("rate-limit", per_minute=2)
-    tokens = [relay_mail(client)["token"] for _ in range(6)]
+    tokens = [relay_mail(client, RELAY_IP)["token"] for _ in range(6)]
     wait_until(lambda: [e for e in normal_upstream.events("refused")
                         if e["reply"] == FREQUENCY_LIMITED], 60, "the upstream to throttle")
     normal_upstream.fault("normal")  # the limit lifts
@@ -130,7 +119,7 @@ def test_rate_limited_burst_is_all_delivered(relay, client, normal_upstream) -> 
 
 def test_content_rejection_is_bounced_with_qqs_text(relay, client, normal_upstream) -> None:
     normal_upstream.fault("reject-content")
-    sent = relay_mail(client)
+    sent = relay_mail(client, RELAY_IP)
     queue_id = queue_id_of(relay, sent["token"])
     line = wait_until(lambda: log_lines(relay, f"{queue_id}: to=<"), 60, "a delivery attempt")[0]
     assert "status=bounced" in line
@@ -172,7 +161,7 @@ def test_starttls_variant_on_587(relay, client, normal_upstream) -> None:
     try:
         result = run_playbook(CONVERGE, "relays", {"postfix_relay_port": 587})
         assert result.returncode == 0, result.stdout[-3000:]
-        sent = relay_mail(client)
+        sent = relay_mail(client, RELAY_IP)
         received = normal_upstream.wait_for(sent["token"])
         assert received["port"] == "starttls"
         assert received["tls"] in ("TLSv1.2", "TLSv1.3")

@@ -1,0 +1,123 @@
+"""Postfix logs to its own file, and rotation keeps every line and only the retention."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qqrelay.testing import POSTFIX_LOG, log_lines, queue_id_of, relay_mail, run_playbook
+
+RELAY_IP = "172.30.102.2"
+ROTATE = "logrotate -f /etc/logrotate.d/qqrelay-postfix"
+RETENTION = 3  # mail_logs_retention_days in molecule.yml, daily: three rotated files
+CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
+
+
+@pytest.fixture(scope="module")
+def client(instances):
+    return instances["clients_allowed"][0]
+
+
+def rotate(relay) -> None:
+    """Force a rotation; a second apart, as the file suffix counts in seconds."""
+    time.sleep(1.1)
+    relay.check_output(ROTATE)
+
+
+def rotated_files(relay) -> list[str]:
+    return sorted(relay.check_output(f"ls -1 {POSTFIX_LOG}-* 2>/dev/null || true").split())
+
+
+def all_log_text(relay) -> str:
+    """The current and every rotated log file, compressed or not."""
+    return relay.check_output(f"zcat -f {POSTFIX_LOG} {POSTFIX_LOG}-* 2>/dev/null || true")
+
+
+def delivered(relay, upstream, tokens: list[str]) -> dict[str, str]:
+    """Wait until the upstream has every message; their relay queue IDs by token."""
+    for token in tokens:
+        upstream.wait_for(token)
+    return {token: queue_id_of(relay, token, log=f"{POSTFIX_LOG}*") for token in tokens}
+
+
+def test_each_delivery_is_in_the_log(relay, client, upstream) -> None:
+    tokens = [relay_mail(client, RELAY_IP)["token"] for _ in range(5)]
+    for token, queue_id in delivered(relay, upstream, tokens).items():
+        sent = [line for line in log_lines(relay, f"{queue_id}: to=<") if "status=sent" in line]
+        assert sent, f"no delivery line for {token} ({queue_id})"
+
+
+def test_rotation_while_mail_flows_loses_no_line(relay, client, upstream) -> None:
+    tokens: list[str] = []
+
+    def flow() -> None:
+        for _ in range(24):
+            tokens.append(relay_mail(client, RELAY_IP)["token"])
+
+    sender = threading.Thread(target=flow)
+    sender.start()
+    for _ in range(3):
+        time.sleep(0.5)
+        rotate(relay)
+    sender.join(120)
+    assert len(tokens) == 24
+    queue_ids = delivered(relay, upstream, tokens)
+    text = all_log_text(relay)
+    missing = [qid for qid in queue_ids.values()
+               if not any(f"{qid}: to=<" in line and "status=sent" in line
+                          for line in text.splitlines())]
+    assert missing == []
+
+
+def test_postfix_writes_to_the_new_file_after_rotation(relay, client, upstream) -> None:
+    rotate(relay)
+    token = relay_mail(client, RELAY_IP)["token"]
+    upstream.wait_for(token)
+    queue_id = queue_id_of(relay, token)  # read from the current file only
+    assert [line for line in log_lines(relay, f"{queue_id}: to=<") if "status=sent" in line]
+
+
+def test_rotated_files_are_compressed_one_rotation_late(relay) -> None:
+    relay.check_output(f"echo filler >> {POSTFIX_LOG}")
+    rotate(relay)
+    files = rotated_files(relay)
+    assert len(files) >= 2
+    newest, older = files[-1], files[:-1]
+    assert not newest.endswith(".gz")
+    assert all(name.endswith(".gz") for name in older)
+
+
+def test_retention_keeps_exactly_the_newest_files(relay) -> None:
+    # Old rotated files, named as logrotate names them, as if left by earlier days.
+    for day in range(1, 6):
+        relay.check_output(f"echo old | gzip > {POSTFIX_LOG}-2020010{day}-157783680{day}.gz")
+    relay.check_output(f"echo filler >> {POSTFIX_LOG}")
+    rotate(relay)
+    files = rotated_files(relay)
+    assert len(files) == RETENTION
+    assert not [name for name in files if "-2020" in name]
+
+
+def test_log_files_have_the_configured_owner_and_mode(relay) -> None:
+    relay.check_output(f"echo filler >> {POSTFIX_LOG}")
+    rotate(relay)
+    log = relay.file(POSTFIX_LOG)
+    assert (log.user, log.group, log.mode) == ("root", "adm", 0o640)
+    for name in rotated_files(relay):
+        assert relay.file(name).mode & 0o007 == 0, f"{name} is world-readable"
+
+
+def test_logrotate_configuration_is_valid(relay) -> None:
+    result = relay.run("logrotate -d /etc/logrotate.d/qqrelay-postfix")
+    assert result.rc == 0, result.stderr
+
+
+def test_invalid_rotation_fails_the_run_before_any_change(relay) -> None:
+    before = relay.check_output("md5sum /etc/logrotate.d/qqrelay-postfix")
+    result = run_playbook(CONVERGE, "relays", {"mail_logs_owner": "nosuchuser"})
+    assert result.returncode != 0
+    assert "nosuchuser" in result.stdout + result.stderr
+    assert relay.check_output("md5sum /etc/logrotate.d/qqrelay-postfix") == before
