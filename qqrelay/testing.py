@@ -2,8 +2,9 @@
 
 Instances are found by Ansible group in the scenario's inventory and reached with
 testinfra's docker backend. Fixtures: ``instances`` (group -> testinfra hosts),
-``relay``, ``upstream`` (an ``Upstream`` reading the fake's record), ``settings``
-(the shared test values of .config/molecule/config.yml).
+``relay``, ``client`` and ``outsider`` (inside and outside the client networks),
+``upstream`` (an ``Upstream`` reading the fake's record), ``settings`` (the shared test
+values of .config/molecule/config.yml).
 """
 
 from __future__ import annotations
@@ -161,3 +162,15 @@ def relay(instances: dict[str, list[Any]]) -> Any:
 @pytest.fixture(scope="session")
 def upstream(instances: dict[str, list[Any]]) -> Upstream:
     return Upstream(instances["upstream"][0])
+
+
+@pytest.fixture(scope="session")
+def client(instances: dict[str, list[Any]]) -> Any:
+    """An instance inside the relay's client networks (group clients_allowed)."""
+    return instances["clients_allowed"][0]
+
+
+@pytest.fixture(scope="session")
+def outsider(instances: dict[str, list[Any]]) -> Any:
+    """An instance outside the relay's client networks (group clients_outside)."""
+    return instances["clients_outside"][0]

@@ -44,16 +44,6 @@ def can_connect(host, address: str, port: int) -> bool:
     return host.run(f"python3 -c {shlex.quote(probe)}").rc == 0
 
 
-@pytest.fixture(scope="module")
-def client(instances):
-    return instances["clients_allowed"][0]
-
-
-@pytest.fixture(scope="module")
-def outsider(instances):
-    return instances["clients_outside"][0]
-
-
 def start_ssh_stand_in(relay) -> None:
     """(Re)start the echo server on the relay's SSH port (a restart ends it)."""
     relay.run("systemctl stop fake-ssh 2>/dev/null; systemctl reset-failed fake-ssh 2>/dev/null")

@@ -6,19 +6,12 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from qqrelay.testing import POSTFIX_LOG, log_lines, queue_id_of, relay_mail, run_playbook
 
 RELAY_IP = "172.30.102.2"
 ROTATE = "logrotate -f /etc/logrotate.d/qqrelay-postfix"
 RETENTION = 3  # mail_logs_retention_days in molecule.yml, daily: three rotated files
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
-
-
-@pytest.fixture(scope="module")
-def client(instances):
-    return instances["clients_allowed"][0]
 
 
 def rotate(relay) -> None:

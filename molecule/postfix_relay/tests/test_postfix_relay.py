@@ -22,16 +22,6 @@ RELAY_IP = "172.30.101.2"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 
 
-@pytest.fixture(scope="module")
-def client(instances):
-    return instances["clients_allowed"][0]
-
-
-@pytest.fixture(scope="module")
-def outsider(instances):
-    return instances["clients_outside"][0]
-
-
 @pytest.fixture
 def normal_upstream(upstream):
     upstream.fault("normal")
