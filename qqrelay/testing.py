@@ -3,7 +3,8 @@
 Instances are found by Ansible group in the scenario's inventory and reached with
 testinfra's docker backend. Fixtures: ``instances`` (group -> testinfra hosts),
 ``relay``, ``client`` and ``outsider`` (inside and outside the client networks),
-``upstream`` (an ``Upstream`` reading the fake's record), ``settings`` (the shared test
+``upstream`` (an ``Upstream`` reading the fake's record; ``normal_upstream`` resets its
+fault mode around a test), ``settings`` (the shared test
 values of .config/molecule/config.yml).
 """
 
@@ -123,6 +124,13 @@ def queue_id_of(host: Any, token: str, log: str = POSTFIX_LOG) -> str:
     return lines[0].split(": message-id=")[0].split()[-1]
 
 
+def can_connect(host: Any, address: str, port: int, user: str | None = None) -> bool:
+    """Whether ``host`` (as ``user``, default root) opens TCP to ``address``:``port`` in 3 s."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=3)"
+    runuser = f"runuser -u {shlex.quote(user)} -- " if user else ""
+    return host.run(f"{runuser}python3 -c {shlex.quote(probe)}").rc == 0
+
+
 def run_playbook(
     playbook: Path, limit: str, extra_vars: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
@@ -162,6 +170,14 @@ def relay(instances: dict[str, list[Any]]) -> Any:
 @pytest.fixture(scope="session")
 def upstream(instances: dict[str, list[Any]]) -> Upstream:
     return Upstream(instances["upstream"][0])
+
+
+@pytest.fixture
+def normal_upstream(upstream: Upstream) -> Any:
+    """The upstream in normal mode, and back to normal after the test whatever it did."""
+    upstream.fault("normal")
+    yield upstream
+    upstream.fault("normal")
 
 
 @pytest.fixture(scope="session")

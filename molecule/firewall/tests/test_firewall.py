@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qqrelay.testing import relay_mail, run_playbook, wait_until
+from qqrelay.testing import can_connect, relay_mail, run_playbook, wait_until
 
 RELAY_IP = "172.30.103.2"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
@@ -37,11 +37,6 @@ HELD_SESSION = (
     "    time.sleep(0.2)\n"
     "print('survived')\n"
 )
-
-
-def can_connect(host, address: str, port: int) -> bool:
-    probe = f"import socket; socket.create_connection(('{address}', {port}), timeout=3)"
-    return host.run(f"python3 -c {shlex.quote(probe)}").rc == 0
 
 
 def start_ssh_stand_in(relay) -> None:
@@ -94,8 +89,7 @@ def test_held_ssh_session_survives_a_reapply(backend, outsider) -> None:
 
 
 def test_only_postfix_may_connect_out_to_mail_ports(backend, relay, client, upstream) -> None:
-    probe = "import socket; socket.create_connection(('smtp.qq.test', 465), timeout=3)"
-    assert relay.run(f"runuser -u nobody -- python3 -c {shlex.quote(probe)}").rc != 0
+    assert not can_connect(relay, "smtp.qq.test", 465, user="nobody")
     sent = relay_mail(client, RELAY_IP)
     assert upstream.wait_for(sent["token"])["login"]
 

@@ -22,13 +22,6 @@ RELAY_IP = "172.30.101.2"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 
 
-@pytest.fixture
-def normal_upstream(upstream):
-    upstream.fault("normal")
-    yield upstream
-    upstream.fault("normal")
-
-
 def test_allowed_client_mail_leaves_as_the_account_over_465(relay, client, normal_upstream,
                                                            settings) -> None:
     account = settings["qqrelay_test_account"]

@@ -1,0 +1,108 @@
+"""playbooks/site.yml: the three roles together, and the test-mail playbook's report."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from qqrelay.testing import (
+    can_connect,
+    log_lines,
+    queue_id_of,
+    relay_mail,
+    run_playbook,
+    send_mail,
+    wait_until,
+)
+
+RELAY_IP = "172.30.104.2"
+OUTSIDER_IP = "172.30.104.20"
+SEND_TEST_MAIL = Path(__file__).resolve().parents[3] / "playbooks" / "send-test-mail.yml"
+
+
+def send_test_mail(**extra_vars) -> tuple[int, str]:
+    result = run_playbook(SEND_TEST_MAIL, "relays", extra_vars)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_client_mail_crosses_the_relay_and_is_logged(relay, client, normal_upstream,
+                                                     settings) -> None:
+    account = settings["qqrelay_test_account"]
+    sent = relay_mail(client, RELAY_IP, from_header="Shop <shop@internal.test>")
+    received = normal_upstream.wait_for(sent["token"])
+    assert received["login"] == received["envelope_from"] == account
+    assert received["from_header"] == f"Shop <{account}>"
+    queue_id = queue_id_of(relay, sent["token"])
+    assert wait_until(lambda: log_lines(relay, f"{queue_id}: to=<someone@example.net>"), 30,
+                      "the delivery line in the mail log")[-1].count("status=sent")
+
+
+def test_outsider_is_blocked_by_the_firewall(outsider, client) -> None:
+    assert can_connect(client, RELAY_IP, 25)
+    assert not can_connect(outsider, RELAY_IP, 25)
+
+
+@pytest.fixture
+def firewall_hole(relay):
+    """A ufw rule letting the outsider reach port 25, removed after the test."""
+    rule = f"allow from {OUTSIDER_IP} to any port 25 proto tcp"
+    relay.check_output(f"ufw insert 1 {rule}")
+    yield
+    relay.check_output(f"ufw delete {rule}")
+
+
+def test_outsider_is_refused_by_postfix_behind_the_firewall(relay, outsider, upstream,
+                                                            firewall_hole) -> None:
+    sent = send_mail(outsider, server=RELAY_IP, sender="app@internal.test",
+                     to="someone@example.net")
+    assert (sent["accepted"], sent["code"]) == (False, 554), sent
+    assert "Relay access denied" in sent["reply"]
+    assert wait_until(lambda: log_lines(relay, f"[{OUTSIDER_IP}]: 554"), 30,
+                      "the refusal in the mail log")
+    assert not upstream.messages(sent["token"])
+
+
+def test_egress_lock_holds_while_postfix_delivers(relay, client, normal_upstream) -> None:
+    assert not can_connect(relay, "smtp.qq.test", 465, user="nobody")
+    assert normal_upstream.wait_for(relay_mail(client, RELAY_IP)["token"])["login"]
+
+
+def test_send_test_mail_reports_delivery(relay, normal_upstream, settings) -> None:
+    code, output = send_test_mail()
+    assert code == 0, output[-3000:]
+    queue_id = re.search(r"queue ID: (\w+)", output).group(1)
+    assert "status:   sent" in output
+    assert "upstream: smtp.qq.test[172.30.104.3]:465" in output
+    assert re.search(r"reply:    250 ", output), output[-2000:]
+    message_id = log_lines(relay, f"{queue_id}: message-id=<")[0]
+    token = message_id.split("@")[0].split(".")[-1]  # make_msgid(idstring=token)
+    received = normal_upstream.wait_for(token, timeout=5)
+    assert received["recipients"] == [settings["qqrelay_test_account"]]
+    assert received["login"] == received["envelope_from"] == settings["qqrelay_test_account"]
+
+
+def test_send_test_mail_fails_with_qqs_reply_and_the_fix(normal_upstream) -> None:
+    normal_upstream.fault("reject-content")
+    code, output = send_test_mail()
+    assert code != 0
+    assert "status:   bounced" in output
+    assert "550 The mail may contain inappropriate words or content." in output
+    assert "change the message" in output
+
+
+def test_send_test_mail_fails_when_the_message_stays_queued(relay, normal_upstream) -> None:
+    normal_upstream.fault("down")
+    code, output = send_test_mail(send_test_mail_timeout=15)
+    assert code != 0
+    assert "status:   deferred" in output
+    assert "Connection refused" in output
+    queue_id = re.search(r"queue ID: (\w+)", output).group(1)
+    assert f"postsuper -d {queue_id}" in output
+    assert queue_id in relay.check_output("postqueue -p")  # still queued, not dropped
+    normal_upstream.fault("normal")
+    relay.check_output("postqueue -f")
+    wait_until(lambda: log_lines(relay, f"{queue_id}: to=") and
+               "status=sent" in log_lines(relay, f"{queue_id}: to=")[-1], 60,
+               "the queued test message to leave once the upstream is back")
