@@ -8,7 +8,7 @@ SCENARIOS ?=
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 timed = start=$$(date +%s); $(1); rc=$$?; echo "[test] $(2): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-.PHONY: setup lint unit molecule test matrix clean
+.PHONY: setup lint unit molecule test matrix demo demo-clean clean
 
 setup: ## Debian packages, Docker daemon, .venv and the test images (no-op when in place)
 	@$(call timed,$(PYTHON) -m qqrelay.bootstrap --distros "$(DISTROS)",setup)
@@ -26,6 +26,12 @@ test: lint unit molecule ## everything CI runs
 
 matrix: ## the whole suite on Debian 11, 12 and 13
 	$(MAKE) test DISTROS="debian11 debian12 debian13"
+
+demo: setup ## a relay container and the fake QQ upstream: site.yml, a test mail, what QQ got
+	python -m qqrelay.demo up
+
+demo-clean: ## remove the demo's containers and network
+	python -m qqrelay.demo down
 
 clean: ## remove the venv and the scenario containers (images stay)
 	-docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f
