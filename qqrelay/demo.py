@@ -87,7 +87,7 @@ def up() -> None:
 
 The relay rewrote root@{RELAY} to the account that logged in, over verified TLS.
 Look around:   docker exec -it {RELAY} bash     (postconf -n, tail /var/log/postfix.log)
-Send again:    ansible-playbook -i inventory/demo playbooks/send-test-mail.yml
+Send again:    .venv/bin/ansible-playbook -i inventory/demo playbooks/send-test-mail.yml
 Clean up:      make demo-clean     (removes both containers and the demo network)
 """)
 

@@ -108,10 +108,6 @@ def test_implicit_tls_delivery_is_recorded(upstream: Running) -> None:
     assert "Subject: one" in (upstream.state_dir / received["file"]).read_text()
 
 
-def test_default_size_is_what_qq_advertises() -> None:
-    assert fq.Config(cert="c", key="k", accounts={}, state_dir="s").max_size == 73400320
-
-
 def test_starttls_port_refuses_auth_in_clear_but_advertises_it(upstream: Running) -> None:
     with smtplib.SMTP("127.0.0.1", upstream.starttls_port, timeout=10) as client:
         client.ehlo("relay.test")

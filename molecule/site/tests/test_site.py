@@ -19,11 +19,13 @@ from qqrelay.testing import (
 
 RELAY_IP = "172.30.104.2"
 OUTSIDER_IP = "172.30.104.20"
-SEND_TEST_MAIL = Path(__file__).resolve().parents[3] / "playbooks" / "send-test-mail.yml"
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
+SITE = PLAYBOOKS / "site.yml"
+SEND_TEST_MAIL = PLAYBOOKS / "send-test-mail.yml"
 
 
-def send_test_mail(**extra_vars) -> tuple[int, str]:
-    result = run_playbook(SEND_TEST_MAIL, "relays", extra_vars)
+def send_test_mail(limit: str = "relays", **extra_vars) -> tuple[int, str]:
+    result = run_playbook(SEND_TEST_MAIL, limit, extra_vars)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -69,23 +71,28 @@ def test_egress_lock_holds_while_postfix_delivers(relay, client, normal_upstream
     assert normal_upstream.wait_for(relay_mail(client, RELAY_IP)["token"])["login"]
 
 
-def test_send_test_mail_reports_delivery(relay, normal_upstream, settings) -> None:
+def test_send_test_mail_reports_delivery_per_relay(instances, normal_upstream,
+                                                   settings) -> None:
+    account = settings["qqrelay_test_account"]
     code, output = send_test_mail()
     assert code == 0, output[-3000:]
-    queue_id = re.search(r"queue ID: (\w+)", output).group(1)
-    assert "status:   sent" in output
-    assert "upstream: smtp.qq.test[172.30.104.3]:465" in output
-    assert re.search(r"reply:    250 ", output), output[-2000:]
-    message_id = log_lines(relay, f"{queue_id}: message-id=<")[0]
-    token = message_id.split("@")[0].split(".")[-1]  # make_msgid(idstring=token)
-    received = normal_upstream.wait_for(token, timeout=5)
-    assert received["recipients"] == [settings["qqrelay_test_account"]]
-    assert received["login"] == received["envelope_from"] == settings["qqrelay_test_account"]
+    reports = dict(re.findall(r"ok: \[(\S+)\] =>\s+msg:\s+- 'queue ID: (\w+)'", output))
+    assert sorted(reports) == sorted(host.backend.name for host in instances["relays"])
+    assert output.count("status:   sent") == 2
+    assert len(re.findall(r"upstream: smtp\.qq\.test\[172\.30\.104\.3\]:465", output)) == 2
+    assert len(re.findall(r"reply:    250 OK: queued as ", output)) == 2
+    for host in instances["relays"]:
+        queue_id = reports[host.backend.name]
+        message_id = log_lines(host, f"{queue_id}: message-id=<")[0]
+        token = message_id.split("@")[0].split(".")[-1]  # make_msgid(idstring=token)
+        received = normal_upstream.wait_for(token, timeout=5)
+        assert received["recipients"] == [account]
+        assert received["login"] == received["envelope_from"] == account
 
 
-def test_send_test_mail_fails_with_qqs_reply_and_the_fix(normal_upstream) -> None:
+def test_send_test_mail_fails_with_qqs_reply_and_the_fix(relay, normal_upstream) -> None:
     normal_upstream.fault("reject-content")
-    code, output = send_test_mail()
+    code, output = send_test_mail(relay.backend.name)
     assert code != 0
     assert "status:   bounced" in output
     assert "550 The mail may contain inappropriate words or content." in output
@@ -94,7 +101,7 @@ def test_send_test_mail_fails_with_qqs_reply_and_the_fix(normal_upstream) -> Non
 
 def test_send_test_mail_fails_when_the_message_stays_queued(relay, normal_upstream) -> None:
     normal_upstream.fault("down")
-    code, output = send_test_mail(send_test_mail_timeout=15)
+    code, output = send_test_mail(relay.backend.name, send_test_mail_timeout=15)
     assert code != 0
     assert "status:   deferred" in output
     assert "Connection refused" in output
@@ -106,3 +113,15 @@ def test_send_test_mail_fails_when_the_message_stays_queued(relay, normal_upstre
     wait_until(lambda: log_lines(relay, f"{queue_id}: to=") and
                "status=sent" in log_lines(relay, f"{queue_id}: to=")[-1], 60,
                "the queued test message to leave once the upstream is back")
+
+
+def test_a_failing_relay_stops_the_rollout_before_the_next(instances) -> None:
+    """One relay at a time (serial 1): the first relay fails, the second is never touched."""
+    first, second = (host.backend.name for host in instances["relays"])
+    result = run_playbook(SITE, "relays", {"postfix_relay_message_size_limit": 0})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "postfix_relay_message_size_limit must be between" in output
+    recap = output.split("PLAY RECAP")[-1]
+    assert re.search(rf"^{first}\s+:.*failed=1", recap, re.MULTILINE), recap
+    assert second not in recap, "the second relay was touched after the first failed"
