@@ -80,7 +80,7 @@ def up() -> None:
 === What the fake QQ upstream ({UPSTREAM}, as smtp.qq.test) received
   login (SASL):     {received['login']}
   envelope sender:  {received['envelope_from']}
-  From: header      {received['from_header']}
+  From (header):    {received['from_header']}
   recipients:       {', '.join(received['recipients'])}
   TLS:              {received['tls']} ({received['port']})
   subject:          {received['subject']}
