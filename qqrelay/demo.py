@@ -47,7 +47,7 @@ def shared(name: str) -> Path:
     return ROOT / "molecule" / "shared" / name
 
 
-def platform_vars() -> str:
+def platform_vars_file() -> str:
     STATE.mkdir(exist_ok=True)
     values = {"molecule_yml": {"platforms": PLATFORMS},
               "molecule_ephemeral_directory": str(STATE)}
@@ -70,7 +70,7 @@ def last_test_message() -> dict[str, Any]:
 
 
 def up() -> None:
-    extra = platform_vars()
+    extra = platform_vars_file()
     playbook(shared("create.yml"), "-e", extra)
     playbook(shared("prepare.yml"), "-e", extra)
     playbook(ROOT / "playbooks" / "site.yml")
@@ -93,7 +93,7 @@ Clean up:      make demo-clean     (removes both containers and the demo network
 
 
 def down() -> None:
-    playbook(shared("destroy.yml"), "-e", platform_vars())
+    playbook(shared("destroy.yml"), "-e", platform_vars_file())
     for path in sorted(STATE.rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     STATE.rmdir()

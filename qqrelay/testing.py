@@ -112,6 +112,14 @@ def relay_mail(client: Any, relay_ip: str, sender: str = "app@internal.test",
     return sent
 
 
+def assert_left_as(received: dict[str, Any], account: str,
+                   from_header: str | None = None) -> None:
+    """The upstream saw ``account`` log in and send (envelope), and ``from_header`` if given."""
+    assert received["login"] == received["envelope_from"] == account, received
+    if from_header is not None:
+        assert received["from_header"] == from_header, received
+
+
 def log_lines(host: Any, text: str, log: str = POSTFIX_LOG) -> list[str]:
     """The lines of the Postfix log (a file or a glob, compressed or not) with ``text``."""
     return host.run(f"zgrep -h -F -- {shlex.quote(text)} {log}").stdout.splitlines()

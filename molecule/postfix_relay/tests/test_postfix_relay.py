@@ -9,6 +9,7 @@ import pytest
 
 from qqrelay.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
 from qqrelay.testing import (
+    assert_left_as,
     log_lines,
     postfix_queue,
     queue_id_of,
@@ -27,8 +28,7 @@ def test_allowed_client_mail_leaves_as_the_account_over_465(relay, client, norma
     account = settings["qqrelay_test_account"]
     sent = relay_mail(client, RELAY_IP, from_header="Billing App <app@internal.test>")
     received = normal_upstream.wait_for(sent["token"])
-    assert received["login"] == received["envelope_from"] == account
-    assert received["from_header"] == f"Billing App <{account}>"
+    assert_left_as(received, account, from_header=f"Billing App <{account}>")
     assert received["port"] == "implicit-tls"
     assert received["tls"] in ("TLSv1.2", "TLSv1.3")
     assert received["recipients"] == ["someone@example.net"]
@@ -38,7 +38,7 @@ def test_sender_dependent_account(client, normal_upstream, settings) -> None:
     sent = relay_mail(client, RELAY_IP, sender="build@team.internal.test")
     received = normal_upstream.wait_for(sent["token"])
     second = settings["qqrelay_test_second_account"]
-    assert received["login"] == received["envelope_from"] == second
+    assert_left_as(received, second)
     assert second in received["from_header"]
 
 

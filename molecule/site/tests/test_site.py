@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from qqrelay.testing import (
+    assert_left_as,
     can_connect,
     log_lines,
     queue_id_of,
@@ -34,8 +35,7 @@ def test_client_mail_crosses_the_relay_and_is_logged(relay, client, normal_upstr
     account = settings["qqrelay_test_account"]
     sent = relay_mail(client, RELAY_IP, from_header="Shop <shop@internal.test>")
     received = normal_upstream.wait_for(sent["token"])
-    assert received["login"] == received["envelope_from"] == account
-    assert received["from_header"] == f"Shop <{account}>"
+    assert_left_as(received, account, from_header=f"Shop <{account}>")
     queue_id = queue_id_of(relay, sent["token"])
     delivery = wait_until(lambda: log_lines(relay, f"{queue_id}: to=<someone@example.net>"),
                           30, "the delivery line in the mail log")
@@ -88,7 +88,7 @@ def test_send_test_mail_reports_delivery_per_relay(instances, normal_upstream,
         token = message_id.split("@")[0].split(".")[-1]  # make_msgid(idstring=token)
         received = normal_upstream.wait_for(token, timeout=5)
         assert received["recipients"] == [account]
-        assert received["login"] == received["envelope_from"] == account
+        assert_left_as(received, account)
 
 
 def test_send_test_mail_fails_with_qqs_reply_and_the_fix(relay, normal_upstream) -> None:
