@@ -17,6 +17,9 @@ INVALID_INPUTS = [
     ({"firewall_extra_rules": [{"port": 70000, "sources": ["10.0.0.0/8"]}]},
      ["firewall_extra_rules", "70000"]),
     ({"firewall_ssh_sources": []}, ["firewall_ssh_sources is empty"]),
+    ({"firewall_smtp_sources": ["0.0.0.0/0"]},
+     ["firewall_smtp_sources", "0.0.0.0/0", "firewall_unsafe_allow_wide_smtp_sources"]),
+    ({"firewall_smtp_sources": ["::/0"]}, ["firewall_smtp_sources", "::/0"]),
     ({"firewall_backend": "iptables"}, ["firewall_backend", "iptables"]),
 ]
 # Everything either backend could have changed.
