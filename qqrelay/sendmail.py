@@ -18,9 +18,13 @@ import uuid
 from email.message import EmailMessage
 
 
-def build(sender: str, to: str, token: str, from_header: str | None, size: int) -> EmailMessage:
+def build(sender: str, to: str, token: str, from_header: str | None, size: int,
+          headers: list[str] | None = None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = from_header or sender
+    for header in headers or []:
+        name, _, value = header.partition(":")
+        message[name.strip()] = value.strip()
     message["To"] = to
     message["Subject"] = f"relay test {token}"
     message["Message-ID"] = f"<{token}@qqrelay.test>"
@@ -30,9 +34,10 @@ def build(sender: str, to: str, token: str, from_header: str | None, size: int) 
 
 def send(args: argparse.Namespace) -> dict:
     token = args.token or uuid.uuid4().hex
-    message = build(args.sender, args.to, token, args.from_header, args.pad)
+    tokens = [token] if args.count == 1 else [f"{token}-{n}" for n in range(args.count)]
     context = ssl.create_default_context(cafile=args.cafile)
-    result = {"token": token, "accepted": False, "code": None, "reply": None}
+    result = {"token": tokens[0], "tokens": tokens, "sent": 0, "accepted": False,
+              "code": None, "reply": None}
     try:
         if args.tls == "implicit":
             client = smtplib.SMTP_SSL(args.server, args.port, context=context, timeout=30)
@@ -45,7 +50,11 @@ def send(args: argparse.Namespace) -> dict:
                 client.ehlo(args.helo)
             if args.login:
                 client.login(args.login, os.environ.get("QQRELAY_CODE", ""))
-            client.send_message(message, from_addr=args.sender, to_addrs=[args.to])
+            for each in tokens:  # one session, like an application sending a batch
+                message = build(args.sender, args.to, each, args.from_header, args.pad,
+                                args.header)
+                client.send_message(message, from_addr=args.sender, to_addrs=[args.to])
+                result["sent"] += 1
             result.update(accepted=True, code=250, reply="accepted")
     except smtplib.SMTPResponseException as error:
         reply = error.smtp_error
@@ -72,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="identifier to put in Subject and Message-ID")
     parser.add_argument("--helo", default="client.test")
     parser.add_argument("--pad", type=int, default=0, help="bytes of filler in the body")
+    parser.add_argument("--header", action="append", help="extra header 'Name: value'")
+    parser.add_argument("--count", type=int, default=1,
+                        help="messages to send in one session (tokens TOKEN-0, TOKEN-1...)")
     print(json.dumps(send(parser.parse_args(argv))))
     return 0
 

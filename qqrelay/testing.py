@@ -62,13 +62,28 @@ class Upstream:
 
     host: Any
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def events(self, kind: str | None = None, since: float = 0) -> list[dict[str, Any]]:
+        """The recorded events (of ``kind``), from time ``since`` on (time.time() clock)."""
         text = self.host.check_output(f"cat {STATE_DIR}/record.jsonl 2>/dev/null || true")
         events = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [e for e in events if kind is None or e["event"] == kind]
+        return [e for e in events
+                if (kind is None or e["event"] == kind) and e["time"] >= since]
 
     def messages(self, token: str) -> list[dict[str, Any]]:
-        return [m for m in self.events("message") if token in (m.get("subject") or "")]
+        """The messages whose Subject ends with ``token``."""
+        return [m for m in self.events("message")
+                if (m.get("subject") or "").split()[-1:] == [token]]
+
+    def wait_for_all(self, tokens: list[str], timeout: float) -> list[dict[str, Any]]:
+        """The first arrival of each of ``tokens``, once all have arrived (in token order)."""
+        def arrived() -> list[dict[str, Any]] | None:
+            seen: dict[str, dict[str, Any]] = {}
+            for message in self.events("message"):
+                token = (message.get("subject") or "").split()[-1:]
+                if token and token[0] in tokens:
+                    seen.setdefault(token[0], message)
+            return [seen[t] for t in tokens] if len(seen) == len(tokens) else None
+        return wait_until(arrived, timeout, f"{len(tokens)} messages upstream", every=3)
 
     def wait_for(self, token: str, timeout: float = 90) -> dict[str, Any]:
         """The message whose Subject carries ``token``, once the fake has accepted it."""
@@ -89,13 +104,17 @@ class Upstream:
 def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
               tls: str = "none", login: str | None = None, code: str | None = None,
               cafile: str | None = None, from_header: str | None = None,
-              token: str | None = None) -> dict[str, Any]:
-    """Send one message from ``host`` with qqrelay.sendmail; its JSON result."""
-    args = ["--server", server, "--port", str(port), "--tls", tls, "--sender", sender, "--to", to]
+              token: str | None = None, headers: list[str] | None = None,
+              count: int = 1) -> dict[str, Any]:
+    """Send ``count`` messages (one session) from ``host`` with qqrelay.sendmail; its result."""
+    args = ["--server", server, "--port", str(port), "--tls", tls, "--sender", sender, "--to", to,
+            "--count", str(count)]
     for flag, value in (("--login", login), ("--cafile", cafile),
                         ("--from-header", from_header), ("--token", token)):
         if value:
             args += [flag, value]
+    for header in headers or []:
+        args += ["--header", header]
     env = f"QQRELAY_CODE={shlex.quote(code)} " if code else ""
     command = f"{env}PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.sendmail {shlex.join(args)}"
     return json.loads(host.check_output(command))

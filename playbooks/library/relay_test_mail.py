@@ -52,8 +52,9 @@ FIXES: list[tuple[str, str]] = [
      "account that logs in for them: check postfix_relay_account and the senders lists of "
      "postfix_relay_sender_accounts."),
     (r"frequency limited|Too many connections",
-     "QQ is throttling this account: lower postfix_relay_concurrency_limit or raise "
-     "postfix_relay_rate_delay. The mail stays queued and is retried."),
+     "QQ is throttling this account: raise postfix_relay_rate_delay (one message per "
+     "delay per account), or spread senders over more accounts with "
+     "postfix_relay_sender_accounts. The mail stays queued and is retried."),
     (r"certificate|verif|TLS is required|handshake",
      "TLS to the upstream could not be verified: check postfix_relay_tls_ca_file, the "
      "clock, and that no proxy intercepts the connection (never turn verification off)."),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import statistics
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qqrelay.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
 from qqrelay.testing import (
@@ -21,6 +25,51 @@ from qqrelay.testing import (
 
 RELAY_IP = "172.30.101.2"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
+ROLE = Path(__file__).resolve().parents[3] / "roles" / "postfix_relay"
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+RATE_DELAY = int(DEFAULTS["postfix_relay_rate_delay"].rstrip("s"))  # the default users get
+TEAM_SENDER = "build@team.internal.test"  # a sender of the second account (molecule.yml)
+
+
+def logins(upstream, account: str, since: float) -> list[dict]:
+    """The upstream's successful logins of ``account`` from ``since`` on."""
+    return [e for e in upstream.events("auth", since=since)
+            if e["login"] == account and e["success"]]
+
+
+def test_the_scenario_runs_the_default_pacing(relay) -> None:
+    # The pacing tests below are only worth something at the pace users get.
+    assert relay.check_output("postconf -h account0_destination_rate_delay") == \
+        DEFAULTS["postfix_relay_rate_delay"]
+
+
+def test_a_paced_burst_shares_one_login(relay, client, normal_upstream, settings) -> None:
+    account = settings["qqrelay_test_account"]
+    started = time.time()
+    sent = relay_mail(client, RELAY_IP, count=20)
+    received = normal_upstream.wait_for_all(sent["tokens"], timeout=20 * RATE_DELAY + 60)
+    assert len(logins(normal_upstream, account, started)) <= 2
+    arrivals = sorted(m["time"] for m in received)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    print(f"20 paced messages: {len(logins(normal_upstream, account, started))} login(s), "
+          f"median gap {statistics.median(gaps):.2f} s, "
+          f"drained in {arrivals[-1] - arrivals[0]:.0f} s")
+    assert statistics.median(gaps) >= RATE_DELAY * 0.8  # about one per rate delay
+    assert log_lines(relay, "conn_use=")
+
+
+def test_two_accounts_drain_side_by_side(client, normal_upstream, settings) -> None:
+    account, second = settings["qqrelay_test_account"], settings["qqrelay_test_second_account"]
+    main = relay_mail(client, RELAY_IP, count=10)
+    team = relay_mail(client, RELAY_IP, sender=TEAM_SENDER, count=10)
+    main_received = normal_upstream.wait_for_all(main["tokens"], timeout=10 * RATE_DELAY + 60)
+    team_received = normal_upstream.wait_for_all(team["tokens"], timeout=60)
+    for message in main_received:
+        assert_left_as(message, account)
+    for message in team_received:
+        assert_left_as(message, second)
+    # Each account has its own queue and pace: the second does not wait for the first.
+    assert min(m["time"] for m in team_received) < max(m["time"] for m in main_received)
 
 
 def test_allowed_client_mail_leaves_as_the_account_over_465(relay, client, normal_upstream,
@@ -100,13 +149,56 @@ def test_rate_limited_burst_is_all_delivered(relay, client, normal_upstream) -> 
     assert not log_lines(relay, "status=bounced (host smtp.qq.test[172.30.101.3] said: 550 Conn")
 
 
-def test_content_rejection_is_bounced_with_qqs_text(relay, client, normal_upstream) -> None:
+def test_refused_content_bounces_once_and_never_loops(relay, client, normal_upstream,
+                                                     settings) -> None:
+    # QQ refuses the content for two minutes: the message bounces to the account, the
+    # bounce is refused too, and Postfix drops it instead of bouncing the bounce.
+    account = settings["qqrelay_test_account"]
     normal_upstream.fault("reject-content")
+    started = time.time()
     sent = relay_mail(client, RELAY_IP)
     queue_id = queue_id_of(relay, sent["token"])
     line = wait_until(lambda: log_lines(relay, f"{queue_id}: to=<"), 60, "a delivery attempt")[0]
     assert "status=bounced" in line
     assert CONTENT_REJECTED[4:] in line
+    time.sleep(max(0.0, started + 120 - time.time()))
+    refused = [e for e in normal_upstream.events("refused", since=started)
+               if e["reply"] == CONTENT_REJECTED]
+    assert len(refused) == 2, refused  # the message, then its one bounce
+    assert refused[1]["envelope_from"] == refused[1]["login"] == account
+    assert log_lines(relay, "undeliverable postmaster notification discarded")
+    assert postfix_queue(relay) == []
+
+
+def test_reply_to_and_sender_arrive_as_written(client, normal_upstream, settings) -> None:
+    account = settings["qqrelay_test_account"]
+    sent = relay_mail(client, RELAY_IP, from_header="Shop <shop@internal.test>",
+                      headers=["Reply-To: Support <support@example.com>",
+                               "Sender: robot@internal.test"])
+    received = normal_upstream.wait_for(sent["token"])
+    assert_left_as(received, account, from_header=f"Shop <{account}>")
+    raw = normal_upstream.raw(received)
+    assert "\nReply-To: Support <support@example.com>\n" in raw
+    assert "\nSender: robot@internal.test\n" in raw
+    assert "X-Qqrelay-Kept" not in raw
+
+
+def test_a_long_outage_loses_nothing_and_storms_no_logins(relay, client, normal_upstream,
+                                                          settings) -> None:
+    account = settings["qqrelay_test_account"]
+    normal_upstream.fault("down")
+    down_since = time.time()
+    sent = relay_mail(client, RELAY_IP, count=50)
+    time.sleep(max(0.0, down_since + 180 - time.time()))  # three minutes down
+    assert not log_lines(relay, "status=bounced (connect to smtp.qq.test")
+    assert len(postfix_queue(relay)) >= 50
+    normal_upstream.fault("normal")
+    recovered = time.time()
+    relay.check_output("postqueue -f")
+    normal_upstream.wait_for_all(sent["tokens"], timeout=50 * RATE_DELAY + 120)
+    for token in sent["tokens"]:
+        assert len(normal_upstream.messages(token)) == 1, token  # exactly once
+    assert len(logins(normal_upstream, account, recovered)) <= 3
 
 
 def test_null_sender_mail_reaches_qq_as_the_account(relay, normal_upstream, settings) -> None:
@@ -153,31 +245,92 @@ def test_starttls_variant_on_587(relay, client, normal_upstream) -> None:
         assert run_playbook(CONVERGE, "relays", {}).returncode == 0
 
 
+TEAM = {"account": "team@qq.com", "authorization_code": "hvbwkqzmtrplxncd"}
 INVALID_INPUTS = [
     ({"postfix_relay_port": 25}, "postfix_relay_port"),
     ({"postfix_relay_authorization_code": ""}, "postfix_relay_authorization_code"),
     ({"postfix_relay_account": "relay.qq.com"}, "postfix_relay_account"),
     ({"postfix_relay_client_networks": ["10.0.0.0/33"]}, "postfix_relay_client_networks"),
     ({"postfix_relay_client_networks": ["192.168.1.1/24"]}, "postfix_relay_client_networks"),
+    ({"postfix_relay_client_networks": ["0.0.0.0/0"]},
+     "postfix_relay_unsafe_allow_wide_client_networks"),
+    ({"postfix_relay_client_networks": ["::/0"]}, "postfix_relay_client_networks"),
+    ({"postfix_relay_client_networks": ["8.0.0.0/8"]}, "postfix_relay_client_networks"),
+    ({"postfix_relay_client_networks": ["16.0.0.0/4"]}, "postfix_relay_client_networks"),
     ({"postfix_relay_provider": "gmail"}, "postfix_relay_provider"),
     ({"postfix_relay_provider": "custom", "postfix_relay_host": ""}, "postfix_relay_host"),
     ({"postfix_relay_message_size_limit": 80000000}, "postfix_relay_message_size_limit"),
     ({"postfix_relay_connect_timeout": 120}, "postfix_relay_connect_timeout"),
+    ({"postfix_relay_hostname": "12345"}, "postfix_relay_hostname"),
+    ({"postfix_relay_hostname": "relay_1.example.com"}, "postfix_relay_hostname"),
+    ({"postfix_relay_admin_address": "ops"}, "postfix_relay_admin_address"),
+    ({"postfix_relay_rate_delay": "fast"}, "postfix_relay_rate_delay"),
+    ({"postfix_relay_connection_reuse_time_limit": "0s"},
+     "postfix_relay_connection_reuse_time_limit"),
+    ({"postfix_relay_maximal_queue_lifetime": "forever"}, "postfix_relay_maximal_queue_lifetime"),
+    ({"postfix_relay_queue_minfree": 1000}, "postfix_relay_queue_minfree"),
+    ({"postfix_relay_throttle_replies": ["Connection/limited"]}, "postfix_relay_throttle_replies"),
+    ({"postfix_relay_throttle_replies": ["(("]}, "postfix_relay_throttle_replies"),
+    ({"postfix_relay_main_cf_extra": {"smtpd_helo_required": False}},
+     "postfix_relay_main_cf_extra.smtpd_helo_required"),
+    ({"postfix_relay_main_cf_extra": {"smtpd_banner": "hello\nrelayhost = [evil.test]"}},
+     "postfix_relay_main_cf_extra.smtpd_banner"),
+    ({"postfix_relay_main_cf_extra": {"Bad Name": "1"}}, "postfix_relay_main_cf_extra"),
     ({"postfix_relay_sender_accounts": [{"account": "x@qq.com", "senders": ["@a.test"]}]},
      "authorization_code"),
-    ({"postfix_relay_sender_accounts": [{"account": "x@qq.com", "authorization_code":
-      "abcdefghijklmnop", "senders": ["not a sender"]}]}, "postfix_relay_sender_accounts[0]"),
-    ({"postfix_relay_rate_delay": "fast"}, "postfix_relay_rate_delay"),
+    ({"postfix_relay_sender_accounts": [{**TEAM, "senders": ["not a sender"]}]},
+     "postfix_relay_sender_accounts[0]"),
+    ({"postfix_relay_sender_accounts": [{**TEAM, "authorization_code": "hvbwkqzm trplxncd",
+                                         "senders": ["@a.test"]}]},
+     "postfix_relay_sender_accounts[0]"),
+    ({"postfix_relay_sender_accounts": [{**TEAM, "senders": ["@qq.com"]}]},
+     "postfix_relay_sender_accounts"),
+    ({"postfix_relay_sender_accounts": [{**TEAM, "senders": ["relay@qq.com"]}]},
+     "postfix_relay_sender_accounts"),
+    ({"postfix_relay_sender_accounts": [{**TEAM, "account": "relay@qq.com",
+                                         "senders": ["@a.test"]}]},
+     "postfix_relay_sender_accounts"),
 ]
+# Everything the role writes, and whether sendmail still takes mail.
+STATE = "md5sum /etc/postfix/*.cf /etc/postfix/sasl_passwd* /etc/postfix/sender_* /etc/mailname"
 
 
 @pytest.mark.parametrize(("extra", "named"), INVALID_INPUTS,
-                         ids=[name for _, name in INVALID_INPUTS])
+                         ids=[f"{i}-{name}" for i, (_, name) in enumerate(INVALID_INPUTS)])
 def test_invalid_input_fails_before_any_change(relay, extra, named) -> None:
-    before = relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/sasl_passwd")
+    before = relay.check_output(STATE)
     result = run_playbook(CONVERGE, "relays", extra)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert named in output
     assert "changed=0" in output
-    assert relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/sasl_passwd") == before
+    assert relay.check_output(STATE) == before
+
+
+# Values the role's checks let through but Postfix refuses: the staged configuration
+# fails Postfix's own check, and the live one stays as it was.
+REFUSED_BY_POSTFIX = [
+    ({"postfix_relay_main_cf_extra": {"myhostname": "12345"}}, "myhostname"),
+    ({"postfix_relay_main_cf_extra": {"qqrelay_no_such_setting": "1"}},
+     "unused parameter: qqrelay_no_such_setting"),
+]
+
+
+@pytest.mark.parametrize(("extra", "named"), REFUSED_BY_POSTFIX,
+                         ids=[name.split()[-1] for _, name in REFUSED_BY_POSTFIX])
+def test_postfix_refuses_the_staged_configuration_first(relay, client, normal_upstream,
+                                                        settings, extra, named) -> None:
+    before = relay.check_output(STATE)
+    result = run_playbook(CONVERGE, "relays", extra)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Check the staged configuration with Postfix" in output
+    assert named in output
+    assert relay.check_output(STATE) == before
+    # The running relay and sendmail still work.
+    token = uuid.uuid4().hex
+    relay.check_output(f"printf 'Subject: relay test {token}\\n\\nstill works\\n' "
+                       "| /usr/sbin/sendmail someone@example.net")
+    assert_left_as(normal_upstream.wait_for(token), settings["qqrelay_test_account"])
+    sent = relay_mail(client, RELAY_IP)
+    assert_left_as(normal_upstream.wait_for(sent["token"]), settings["qqrelay_test_account"])
