@@ -8,7 +8,7 @@ SCENARIOS ?=
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 timed = start=$$(date +%s); $(1); rc=$$?; echo "[test] $(2): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-.PHONY: setup lint unit molecule test matrix demo demo-clean clean
+.PHONY: setup lint unit molecule test matrix bench demo demo-clean clean
 
 setup: ## Debian packages, Docker daemon, .venv and the test images (no-op when in place)
 	@$(call timed,$(PYTHON) -m qqrelay.bootstrap --distros "$(DISTROS)",setup)
@@ -26,6 +26,9 @@ test: lint unit molecule ## everything CI runs
 
 matrix: ## the whole suite on Debian 11, 12 and 13
 	$(MAKE) test DISTROS="debian11 debian12 debian13"
+
+bench: setup ## pacing benchmark (not part of test): drain time and logins, paced and unpaced
+	python -m qqrelay.bench
 
 demo: setup ## a relay container and the fake QQ upstream: site.yml, a test mail, what QQ got
 	python -m qqrelay.demo up
