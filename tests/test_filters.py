@@ -1,0 +1,58 @@
+"""The project's filter plugins: network and pattern checks the roles rely on."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parent.parent / "filter_plugins"
+
+
+def plugin(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, PLUGINS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+networks = plugin("qqrelay_networks")
+regex = plugin("qqrelay_regex")
+
+
+@pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0", "8.0.0.0/8", "16.0.0.0/4",
+                                   "1.0.0.0/12", "2a00::/16", "128.0.0.0/1"])
+def test_internet_wide_networks_are_wide(entry: str) -> None:
+    assert networks.wide_networks([entry]) == [entry]
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.0/8", "172.16.0.0/12", "192.168.1.0/24",
+                                   "203.0.113.0/24", "198.51.0.0/16", "fd00::/8",
+                                   "fc00::/7", "2001:db8:20::/48", "192.0.2.7"])
+def test_lan_and_small_public_networks_pass(entry: str) -> None:
+    assert networks.wide_networks([entry]) == []
+
+
+def test_invalid_entries_are_not_called_wide() -> None:
+    assert networks.wide_networks(["10.0.0.0/33", "nonsense"]) == []
+    assert networks.invalid_networks(["10.0.0.0/33", "192.168.1.1/24", "10.0.0.0/8"]) == [
+        "10.0.0.0/33", "192.168.1.1/24"]
+
+
+def test_postfix_notation_has_loopback_and_bracketed_ipv6() -> None:
+    assert networks.postfix_networks(["192.0.2.0/24", "2001:db8::/64", "127.0.0.0/8"]) == [
+        "127.0.0.0/8", "[::1]/128", "192.0.2.0/24", "[2001:db8::]/64"]
+
+
+def test_networks_of_version() -> None:
+    assert networks.networks_of_version(["192.0.2.0/24", "2001:db8::/64"], 6) == [
+        "2001:db8::/64"]
+
+
+def test_invalid_regex_says_why() -> None:
+    assert regex.invalid_regex("Connection frequency limited") == ""
+    assert "((" in regex.invalid_regex("((")
