@@ -175,6 +175,16 @@ class FakeQQ:
         self.tls = self.genuine_tls
         self.servers: list[asyncio.AbstractServer] = []
         self.ports: dict[str, int] = {}
+        self.sessions: set[QQSession] = set()
+
+    def drop_sessions(self, why: str) -> None:
+        """Close every open client connection (the server went down or was swapped)."""
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        if self.sessions:
+            self.recorder.event("dropped", sessions=len(self.sessions), why=why)
+        self.sessions.clear()
 
     @staticmethod
     def _tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -219,12 +229,14 @@ class FakeQQ:
             if wanted_tls is None:
                 log.error("impostor mode needs impostor_cert and impostor_key in the config")
                 wanted_tls = self.genuine_tls
-            if wanted_tls is not self.tls:  # new connections get the other certificate
+            if wanted_tls is not self.tls:  # every connection now gets the other certificate
                 self.tls = wanted_tls
                 self.close_listeners()
+                self.drop_sessions("certificate")
                 self.recorder.event("certificate", impostor=mode == "impostor")
             if down and self.servers:
                 self.close_listeners()
+                self.drop_sessions("down")
                 self.recorder.event("listeners", state="closed")
             elif not down and not self.servers:
                 await self.open_listeners()
@@ -351,11 +363,16 @@ class QQSession(SMTP):
         if starttls_done:
             return
         self.session_id = self.upstream.recorder.new_session()
+        self.upstream.sessions.add(self)
         peer = transport.get_extra_info("peername")
         self.upstream.recorder.event(
             "connect", session=self.session_id, port=self.kind, peer=peer[0] if peer else None
         )
         self._record_tls(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.upstream.sessions.discard(self)
+        super().connection_lost(error)
 
     def _record_tls(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")

@@ -208,6 +208,16 @@ def test_down_mode_refuses_connections_and_recovers(upstream: Running) -> None:
         client.login(ACCOUNT, CODE)
 
 
+def test_down_mode_drops_open_connections(upstream: Running) -> None:
+    # A relay's cached connection must not outlive the upstream going down.
+    with upstream.implicit() as client:
+        client.login(ACCOUNT, CODE)
+        upstream.fault("down")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+    assert upstream.record("dropped")[0]["why"] == "down"
+
+
 def test_slow_mode_delays_replies(upstream: Running) -> None:
     upstream.fault("slow", delay=1.5)
     started = time.monotonic()

@@ -6,6 +6,7 @@ import itertools
 import statistics
 import time
 import uuid
+from email import message_from_string
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def test_outside_client_is_refused(outsider, upstream) -> None:
 
 def test_untrusted_certificate_keeps_mail_queued_without_login(relay, client,
                                                               normal_upstream) -> None:
-    normal_upstream.fault("impostor")
+    normal_upstream.fault("impostor")  # the fake drops the relay's cached connection
     logins_before = len(normal_upstream.events("auth"))
     sent = relay_mail(client, RELAY_IP)
     queue_id = queue_id_of(relay, sent["token"])
@@ -177,10 +178,10 @@ def test_reply_to_and_sender_arrive_as_written(client, normal_upstream, settings
                                "Sender: robot@internal.test"])
     received = normal_upstream.wait_for(sent["token"])
     assert_left_as(received, account, from_header=f"Shop <{account}>")
-    raw = normal_upstream.raw(received)
-    assert "\nReply-To: Support <support@example.com>\n" in raw
-    assert "\nSender: robot@internal.test\n" in raw
-    assert "X-Qqrelay-Kept" not in raw
+    headers = message_from_string(normal_upstream.raw(received))
+    assert headers.get_all("Reply-To") == ["Support <support@example.com>"]
+    assert headers.get_all("Sender") == ["robot@internal.test"]
+    assert not [name for name in headers if name.lower().startswith("x-qqrelay")]
 
 
 def test_a_long_outage_loses_nothing_and_storms_no_logins(relay, client, normal_upstream,
