@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,6 +170,46 @@ def run_playbook(
         capture_output=True, text=True, check=False, timeout=600,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
     )
+
+
+@dataclass
+class CaseResult:
+    """What one host of ``run_cases`` did: failed or not, tasks changed, failures as text."""
+
+    failed: bool
+    changed: int
+    failures: str
+
+
+def run_cases(playbook: Path, group: str, container: str,
+              cases: list[dict[str, Any]]) -> list[CaseResult]:
+    """Apply ``playbook`` once, to one alias of ``container`` per case, in parallel.
+
+    Each alias joins ``group`` with the case's variables as host variables (over the
+    scenario's group variables), so many inputs are tried in one ansible-playbook run.
+    """
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    hosts = {f"case-{n}": {"ansible_connection": "community.docker.docker",
+                           "ansible_host": container, **case} for n, case in enumerate(cases)}
+    with tempfile.TemporaryDirectory() as tmp:
+        aliases = Path(tmp) / "cases.yml"
+        aliases.write_text(json.dumps({group: {"hosts": hosts}}))  # JSON is YAML
+        result = subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), "-i", str(aliases), "--limit",
+             ",".join(hosts), "--forks", "12", str(playbook)],
+            capture_output=True, text=True, check=False, timeout=900,
+            env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
+        )
+    report = json.loads(result.stdout)
+    failures: dict[str, list[str]] = {host: [] for host in hosts}
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for host, outcome in task["hosts"].items():
+                if outcome.get("failed") or outcome.get("unreachable"):
+                    failures[host].append(json.dumps(outcome))
+    return [CaseResult(failed=bool(failures[host]),
+                       changed=report["stats"].get(host, {}).get("changed", 0),
+                       failures="\n".join(failures[host])) for host in hosts]
 
 
 def postfix_queue(host: Any) -> list[dict[str, Any]]:
