@@ -174,11 +174,11 @@ def run_playbook(
 
 @dataclass
 class CaseResult:
-    """What one host of ``run_cases`` did: failed or not, tasks changed, failures as text."""
+    """What one host of ``run_cases`` did: failed or not, tasks changed, failure messages."""
 
     failed: bool
     changed: int
-    failures: str
+    messages: str
 
 
 def run_cases(playbook: Path, group: str, container: str,
@@ -206,10 +206,13 @@ def run_cases(playbook: Path, group: str, container: str,
         for task in play["tasks"]:
             for host, outcome in task["hosts"].items():
                 if outcome.get("failed") or outcome.get("unreachable"):
-                    failures[host].append(json.dumps(outcome))
+                    # The messages only (a loop's per item), not the failed expression,
+                    # which names variables whatever went wrong.
+                    items = [outcome, *outcome.get("results", [])]
+                    failures[host] += [str(item["msg"]) for item in items if item.get("msg")]
     return [CaseResult(failed=bool(failures[host]),
                        changed=report["stats"].get(host, {}).get("changed", 0),
-                       failures="\n".join(failures[host])) for host in hosts]
+                       messages="\n".join(failures[host])) for host in hosts]
 
 
 def postfix_queue(host: Any) -> list[dict[str, Any]]:
