@@ -159,17 +159,36 @@ def can_connect(host: Any, address: str, port: int, user: str | None = None) -> 
     return host.run(f"{runuser}python3 -c {shlex.quote(probe)}").rc == 0
 
 
+def restart_container(host: Any) -> None:
+    """Restart ``host``'s container (a reboot) and wait until systemd has booted it."""
+    subprocess.run(["docker", "restart", host.backend.name], check=True, timeout=120)
+    wait_until(lambda: host.run("systemctl is-system-running").stdout.strip()
+               in ("running", "degraded"), 60, f"{host.backend.name} to boot")
+
+
 def run_playbook(
-    playbook: Path, limit: str, extra_vars: dict[str, Any]
+    playbook: Path, limit: str, extra_vars: dict[str, Any], *, options: tuple[str, ...] = (),
+    group_vars: dict[str, dict[str, Any]] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook against the scenario's inventory; the completed process."""
+    """ansible-playbook against the scenario's inventory; the completed process.
+
+    ``options`` are more command-line options (``--check``…); ``group_vars`` (group ->
+    variables) are set as inventory group variables, as a user's group_vars would be.
+    """
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), "--limit", limit,
-         "-e", json.dumps(extra_vars), str(playbook)],
-        capture_output=True, text=True, check=False, timeout=600,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = ["-i", str(inventory)]
+        if group_vars:
+            extra = Path(tmp) / "group_vars.yml"
+            extra.write_text(json.dumps({group: {"vars": values}  # JSON is YAML
+                                         for group, values in group_vars.items()}))
+            sources += ["-i", str(extra)]
+        return subprocess.run(
+            ["ansible-playbook", *sources, "--limit", limit, *options,
+             "-e", json.dumps(extra_vars), str(playbook)],
+            capture_output=True, text=True, check=False, timeout=600,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+        )
 
 
 @dataclass

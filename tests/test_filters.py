@@ -56,3 +56,30 @@ def test_networks_of_version() -> None:
 def test_invalid_regex_says_why() -> None:
     assert regex.invalid_regex("Connection frequency limited") == ""
     assert "((" in regex.invalid_regex("((")
+
+
+firewall = plugin("qqrelay_firewall")
+UFW_RULES = (
+    "*filter\n"
+    "### tuple ### allow tcp 25 0.0.0.0/0 any 172.30.103.10 in comment=717172656c6179\n"
+    "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=717172656c6179\n"
+    "### tuple ### allow tcp 2526 0.0.0.0/0 any 10.0.0.0/8 in\n"
+)
+UFW6_RULES = "### tuple ### allow udp 53 ::/0 any 2001:db8::/64 in comment=717172656c6179\n"
+
+
+def test_ufw_rules_no_longer_declared_are_stale_and_foreign_ones_are_kept() -> None:
+    inbound = [{"port": 22, "proto": "tcp", "sources": ["203.0.113.0/24"]},
+               {"port": 25, "sources": ["172.30.103.10/32"]},
+               {"port": 53, "proto": "udp", "sources": ["2001:db8:0::/64"]}]
+    assert firewall.ufw_stale_rules([UFW_RULES, UFW6_RULES], inbound) == [
+        {"proto": "tcp", "port": "22", "from_ip": "0.0.0.0/0"}]
+
+
+def test_every_owned_ufw_rule_is_stale_when_nothing_is_declared() -> None:
+    assert [r["port"] for r in firewall.ufw_stale_rules([UFW_RULES, UFW6_RULES], [])] == [
+        "25", "22", "53"]
+
+
+def test_invalid_ports() -> None:
+    assert firewall.invalid_ports([1, "25", 65535, 0, 70000, "ssh", -1]) == [0, 70000, "ssh", -1]

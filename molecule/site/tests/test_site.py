@@ -25,9 +25,21 @@ SITE = PLAYBOOKS / "site.yml"
 SEND_TEST_MAIL = PLAYBOOKS / "send-test-mail.yml"
 
 
-def send_test_mail(limit: str = "relays", **extra_vars) -> tuple[int, str]:
-    result = run_playbook(SEND_TEST_MAIL, limit, extra_vars)
+def send_test_mail(limit: str = "relays", group_vars=None, **extra_vars) -> tuple[int, str]:
+    result = run_playbook(SEND_TEST_MAIL, limit, extra_vars, group_vars=group_vars)
     return result.returncode, result.stdout + result.stderr
+
+
+def test_check_diff_on_converged_relays_reports_nothing_in_one_batch(instances) -> None:
+    """--check --diff tells the truth; -e qqrelay_serial=2 puts both relays in one batch."""
+    result = run_playbook(SITE, "relays", {"qqrelay_serial": 2}, options=("--check", "--diff"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    recap = output.split("PLAY RECAP")[-1]
+    for host in instances["relays"]:
+        assert re.search(rf"^{host.backend.name}\s+:.* changed=0 ", recap, re.MULTILINE), recap
+    assert "--- before" not in output, output
+    assert output.count("PLAY [Mail relay") == 1, "two batches: serial was not 2"
 
 
 def test_client_mail_crosses_the_relay_and_is_logged(relay, client, normal_upstream,
@@ -102,8 +114,11 @@ def test_send_test_mail_fails_with_qqs_reply_and_the_fix(relay, normal_upstream)
 
 def test_send_test_mail_fails_when_the_message_stays_queued(relay, normal_upstream) -> None:
     normal_upstream.fault("down")
-    code, output = send_test_mail(relay.backend.name, send_test_mail_timeout=15)
+    # The timeout as a user sets it in group_vars (the play's default is 120 s).
+    code, output = send_test_mail(relay.backend.name,
+                                  group_vars={"relays": {"send_test_mail_timeout": 15}})
     assert code != 0
+    assert "not delivered within 15 s" in output
     assert "status:   deferred" in output
     assert "Connection refused" in output
     queue_id = re.search(r"queue ID: (\w+)", output).group(1)
