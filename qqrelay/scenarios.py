@@ -1,9 +1,14 @@
-"""Run Molecule scenarios for one or more distros, timing each, and summarise.
+"""Run Molecule scenarios for one or more distros, two at a time, timing each.
 
 Every folder of molecule/ with a molecule.yml is a scenario (molecule/shared is not).
 Each scenario runs create -> converge -> idempotence -> verify -> destroy through
-``molecule test``; a failure does not stop the others, and the exit code says if any
-failed. The last line is the count, e.g. ``molecule: 3 passed, 0 failed``.
+``molecule test``. Scenarios run side by side (``--jobs``, default 2): they have
+distinct container names and subnets, and much of their time is waiting (the pacing
+of the relay, sustained faults), so two at a time on two cores take far less than one
+after the other. A scenario's output is kept in .molecule-logs/ and printed whole when
+it ends, so that two scenarios' lines never mix. A failure does not stop the others,
+and the exit code says if any failed. The last line is the count, e.g.
+``molecule: 5 passed, 0 failed``.
 """
 
 from __future__ import annotations
@@ -12,47 +17,99 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / ".molecule-logs"
 DISTROS = ("debian11", "debian12", "debian13")
+# smoke first: when the plumbing is broken, it says so soonest. Then the longest first,
+# so that the short ones fill in beside them (other scenarios come last).
+ORDER = ("smoke", "postfix_relay", "firewall", "site", "mail_logs")
 
 
 def discover() -> list[str]:
-    # smoke first: when the plumbing is broken, nothing else can pass.
     names = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-    return sorted(names, key=lambda name: name != "smoke")
+    return sorted(names, key=lambda name: ORDER.index(name) if name in ORDER else len(ORDER))
 
 
-def run(scenario: str, distro: str) -> bool:
+def run(scenario: str, distro: str) -> tuple[bool, float]:
+    """``molecule test`` of one scenario on one distro; whether it passed and its time."""
     env = {**os.environ, "MOLECULE_DISTRO": distro, "ANSIBLE_FORCE_COLOR": "0",
            "PY_COLORS": "0", "NO_COLOR": "1"}
-    command = ["molecule", "test", "--scenario-name", scenario]
-    return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode == 0
+    LOGS.mkdir(exist_ok=True)
+    log = LOGS / f"{scenario}-{distro}.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        code = subprocess.run(["molecule", "test", "--scenario-name", scenario], cwd=ROOT,
+                              env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    return code == 0, time.monotonic() - started
+
+
+class Runner:
+    """Runs (scenario, distro) pairs on ``jobs`` threads, one pair per scenario at a time
+    (a scenario's containers have fixed names)."""
+
+    def __init__(self, pairs: list[tuple[str, str]], jobs: int) -> None:
+        self.pending = list(pairs)
+        self.running: set[str] = set()
+        self.results: list[tuple[str, str, bool, float]] = []
+        self.jobs = jobs
+        self.lock = threading.Condition()
+
+    def take(self) -> tuple[str, str] | None:
+        with self.lock:
+            while True:
+                if not self.pending:
+                    return None
+                ready = [p for p in self.pending if p[0] not in self.running]
+                if ready:
+                    self.pending.remove(ready[0])
+                    self.running.add(ready[0][0])
+                    return ready[0]
+                self.lock.wait()
+
+    def worker(self) -> None:
+        while (pair := self.take()) is not None:
+            scenario, distro = pair
+            print(f"[molecule] {scenario} on {distro}: starting", flush=True)
+            ok, elapsed = run(scenario, distro)
+            with self.lock:
+                log = LOGS / f"{scenario}-{distro}.log"
+                print(f"[molecule] ---- {scenario} on {distro}: output ----", flush=True)
+                sys.stdout.write(log.read_text(errors="replace"))
+                print(f"[molecule] {scenario} on {distro}: {'passed' if ok else 'FAILED'} "
+                      f"in {elapsed:.0f} s", flush=True)
+                self.results.append((scenario, distro, ok, elapsed))
+                self.running.discard(scenario)
+                self.lock.notify_all()
+
+    def run_all(self) -> list[tuple[str, str, bool, float]]:
+        threads = [threading.Thread(target=self.worker) for _ in range(self.jobs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return self.results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qqrelay.scenarios", description=__doc__)
     parser.add_argument("scenarios", nargs="*", help="default: every scenario")
     parser.add_argument("--distros", default="debian12", help=f"space-separated, of {DISTROS}")
+    parser.add_argument("--jobs", type=int, default=2, help="scenarios run side by side")
     args = parser.parse_args(argv)
     distros = args.distros.split()
     unknown = [d for d in distros if d not in DISTROS]
     if unknown:
         parser.error(f"unknown distro {' '.join(unknown)}; choose from {' '.join(DISTROS)}")
     scenarios = args.scenarios or discover()
-    results: list[tuple[str, str, bool, float]] = []
-    for distro in distros:
-        for scenario in scenarios:
-            print(f"[molecule] {scenario} on {distro}: starting", flush=True)
-            started = time.monotonic()
-            ok = run(scenario, distro)
-            elapsed = time.monotonic() - started
-            results.append((scenario, distro, ok, elapsed))
-            print(f"[molecule] {scenario} on {distro}: {'passed' if ok else 'FAILED'} "
-                  f"in {elapsed:.0f} s", flush=True)
-    print("[molecule] summary:")
+    started = time.monotonic()
+    pairs = [(scenario, distro) for distro in distros for scenario in scenarios]
+    results = Runner(pairs, max(1, args.jobs)).run_all()
+    print(f"[molecule] summary ({time.monotonic() - started:.0f} s in all, "
+          f"{args.jobs} at a time):")
     for scenario, distro, ok, elapsed in results:
         print(f"  {scenario:<16} {distro:<9} {'passed' if ok else 'FAILED':<7} {elapsed:6.0f} s")
     failed = sum(not ok for *_, ok, _ in results)

@@ -201,11 +201,12 @@ class CaseResult:
 
 
 def run_cases(playbook: Path, group: str, container: str,
-              cases: list[dict[str, Any]]) -> list[CaseResult]:
+              cases: list[dict[str, Any]], options: tuple[str, ...] = ()) -> list[CaseResult]:
     """Apply ``playbook`` once, to one alias of ``container`` per case, in parallel.
 
     Each alias joins ``group`` with the case's variables as host variables (over the
     scenario's group variables), so many inputs are tried in one ansible-playbook run.
+    ``options`` are more command-line options (``--check``…).
     """
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     hosts = {f"case-{n}": {"ansible_connection": "community.docker.docker",
@@ -215,7 +216,7 @@ def run_cases(playbook: Path, group: str, container: str,
         aliases.write_text(json.dumps({group: {"hosts": hosts}}))  # JSON is YAML
         result = subprocess.run(
             ["ansible-playbook", "-i", str(inventory), "-i", str(aliases), "--limit",
-             ",".join(hosts), "--forks", "12", str(playbook)],
+             ",".join(hosts), "--forks", "12", *options, str(playbook)],
             capture_output=True, text=True, check=False, timeout=900,
             env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
         )

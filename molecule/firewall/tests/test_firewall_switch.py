@@ -6,10 +6,9 @@ Runs after test_firewall.py (which leaves the nftables backend in place).
 from __future__ import annotations
 
 import pytest
+from test_firewall import RELAY_IP, apply
 
 from qqrelay.testing import can_connect, restart_container
-
-from test_firewall import RELAY_IP, apply
 
 # Per backend: commands that succeed when it is active, and ones that say it holds
 # nothing of the toolkit (no rule, no file, no enabled unit) when it is not.

@@ -73,6 +73,24 @@ def test_postfix_writes_to_the_new_file_after_rotation(relay, client, upstream) 
     assert [line for line in log_lines(relay, f"{queue_id}: to=<") if "status=sent" in line]
 
 
+def test_rotation_with_postfix_stopped_succeeds_and_loses_no_line(relay, client,
+                                                                 upstream) -> None:
+    before = relay_mail(client, RELAY_IP)["token"]
+    queue_id_before = delivered(relay, upstream, [before])[before]
+    relay.check_output("systemctl stop postfix")
+    try:
+        rotate(relay)  # fails the test when logrotate fails
+    finally:
+        relay.check_output("systemctl start postfix")
+    after = relay_mail(client, RELAY_IP)["token"]
+    upstream.wait_for(after)
+    queue_id_after = queue_id_of(relay, after)  # in the new file
+    assert log_lines(relay, "daemon started")  # the start, in the new file
+    sent = [line for line in all_log_text(relay).splitlines() if "status=sent" in line]
+    assert any(f"{queue_id_before}: to=<" in line for line in sent)
+    assert [line for line in log_lines(relay, f"{queue_id_after}: to=<") if "status=sent" in line]
+
+
 def test_rotated_files_are_compressed_one_rotation_late(relay) -> None:
     for _ in range(2):  # two rotations of its own: the older one compressed, the newer not
         relay.check_output(f"echo filler >> {POSTFIX_LOG}")
@@ -115,6 +133,14 @@ def test_invalid_rotation_fails_the_run_before_any_change(relay) -> None:
     assert result.returncode != 0
     assert "nosuchuser" in result.stdout + result.stderr
     assert relay.check_output("md5sum /etc/logrotate.d/qqrelay-postfix") == before
+
+
+def test_compressing_at_once_is_refused(relay) -> None:
+    result = run_playbook(CONVERGE, "relays", {"mail_logs_delaycompress": False})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "mail_logs_delaycompress: false is no longer offered" in output
+    assert "changed=0" in result.stdout
 
 
 def test_log_file_outside_var_fails_before_any_change(relay) -> None:

@@ -13,6 +13,7 @@ from qqrelay.testing import (
     log_lines,
     queue_id_of,
     relay_mail,
+    run_cases,
     run_playbook,
     send_mail,
     wait_until,
@@ -40,6 +41,14 @@ def test_check_diff_on_converged_relays_reports_nothing_in_one_batch(instances) 
         assert re.search(rf"^{host.backend.name}\s+:.* changed=0 ", recap, re.MULTILINE), recap
     assert "--- before" not in output, output
     assert output.count("PLAY [Mail relay") == 1, "two batches: serial was not 2"
+
+
+def test_check_mode_on_a_fresh_host_runs_to_the_end(client) -> None:
+    """site.yml --check on a host with nothing installed (the client's container)."""
+    result, = run_cases(SITE, "relays", client.backend.name, [{}], options=("--check",))
+    assert not result.failed, result.messages
+    assert result.changed > 0  # the packages it would install
+    assert client.run("test -e /etc/postfix/main.cf || dpkg -s postfix").rc != 0
 
 
 def test_client_mail_crosses_the_relay_and_is_logged(relay, client, normal_upstream,
