@@ -24,17 +24,25 @@ GONE = {
             "! grep -q qqrelay /etc/ufw/before.rules /etc/ufw/before6.rules",
             "! grep -q 'comment=' /etc/ufw/user.rules /etc/ufw/user6.rules"],
     "nftables": ["! nft list table inet qqrelay_firewall", "! systemctl cat qqrelay-firewall",
-                 "test ! -e /etc/qqrelay/firewall.nft", "! grep -qs qqrelay /etc/nftables.conf"],
+                 "test ! -e /etc/qqrelay/firewall.nft"],
 }
+
+
+# What versions of the role before 2026-11 left: their table in /etc/nftables.conf, loaded
+# at boot by nftables.service.
+LEGACY = ("printf 'table inet qqrelay_firewall {\n}\n' >> /etc/nftables.conf && "
+          "systemctl enable -q nftables")
+LEGACY_GONE = ["! grep -q qqrelay /etc/nftables.conf", "! systemctl is-enabled -q nftables"]
 
 
 @pytest.mark.parametrize(("old", "new"), [("nftables", "ufw"), ("ufw", "nftables")])
 def test_switching_backend_leaves_nothing_of_the_old_one(relay, client, outsider,
                                                          old, new) -> None:
     apply(old)
+    relay.check_output(LEGACY)
     apply(new)
     restart_container(relay)
-    for command in ACTIVE[new] + GONE[old]:
+    for command in ACTIVE[new] + GONE[old] + LEGACY_GONE:
         assert relay.run(command).rc == 0, command
     assert relay.run("systemctl --failed --no-legend").stdout.strip() == ""
     assert can_connect(client, RELAY_IP, 25)
