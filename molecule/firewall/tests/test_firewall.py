@@ -1,7 +1,8 @@
 """Inbound default deny, SMTP only from clients, SSH never cut, egress only for Postfix.
 
 Every test runs once per backend: the module fixture ``backend`` applies the role with
-ufw, then with nftables, and checks that a second application changes nothing. The
+ufw, then with nftables, and checks that a second application, and one with
+``--check --diff``, change and show nothing. The
 tests re-apply the firewall role alone (apply.yml) with other inputs and put the
 scenario's inputs back when they are done.
 """
@@ -52,9 +53,10 @@ def start_echo_server(relay, port: int = SSH) -> None:
     wait_until(lambda: can_connect(relay, "127.0.0.1", port), 10, f"the echo server on {port}")
 
 
-def apply(backend: str, **extra) -> str:
+def apply(backend: str, options: tuple[str, ...] = (), **extra) -> str:
     """Apply the firewall role with ``backend`` and ``extra`` inputs; its output."""
-    result = run_playbook(APPLY, "relays", {"firewall_backend": backend, **extra})
+    result = run_playbook(APPLY, "relays", {"firewall_backend": backend, **extra},
+                          options=options)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     return output
@@ -64,6 +66,8 @@ def apply(backend: str, **extra) -> str:
 def backend(request, relay) -> str:
     apply(request.param)
     assert "changed=0" in apply(request.param), "a second application changed something"
+    review = apply(request.param, options=("--check", "--diff"))
+    assert "changed=0" in review and "--- before" not in review, "--check --diff lies"
     start_echo_server(relay)
     return request.param
 
