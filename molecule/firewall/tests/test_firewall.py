@@ -2,9 +2,8 @@
 
 Every test runs once per backend: the module fixture ``backend`` applies the role with
 ufw, then with nftables, and checks that a second application, and one with
-``--check --diff``, change and show nothing. The
-tests re-apply the firewall role alone (apply.yml) with other inputs and put the
-scenario's inputs back when they are done.
+``--check --diff``, change and show nothing. The tests re-apply the firewall role alone
+(apply.yml) with other inputs and put the scenario's inputs back when they are done.
 """
 
 from __future__ import annotations
