@@ -73,7 +73,8 @@ class Runner:
     def worker(self) -> None:
         while (pair := self.take()) is not None:
             scenario, distro = pair
-            print(f"[molecule] {scenario} on {distro}: starting", flush=True)
+            with self.lock:  # one thread prints at a time
+                print(f"[molecule] {scenario} on {distro}: starting", flush=True)
             ok, elapsed = run(scenario, distro)
             with self.lock:
                 log = LOGS / f"{scenario}-{distro}.log"
