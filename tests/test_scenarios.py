@@ -1,0 +1,46 @@
+"""The scenario runner: two at a time, never one scenario twice at once, every result kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from qqrelay import scenarios
+
+
+def test_pairs_run_side_by_side_but_one_scenario_at_a_time(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(scenarios, "LOGS", tmp_path)
+    running: list[str] = []
+    peak = {"all": 0, "same": 0}
+    lock = threading.Lock()
+
+    def fake_run(scenario: str, distro: str) -> tuple[bool, float]:
+        (tmp_path / f"{scenario}-{distro}.log").write_text(f"{scenario} output\n")
+        with lock:
+            running.append(scenario)
+            peak["all"] = max(peak["all"], len(running))
+            peak["same"] = max(peak["same"], running.count(scenario))
+        time.sleep(0.05)
+        with lock:
+            running.remove(scenario)
+        return scenario != "broken", 0.05
+
+    monkeypatch.setattr(scenarios, "run", fake_run)
+    pairs = [(s, d) for d in ("debian11", "debian12") for s in ("a", "b", "broken")]
+    results = scenarios.Runner(pairs, jobs=2).run_all()
+    assert sorted((s, d) for s, d, _, _ in results) == sorted(pairs)
+    assert [ok for s, _, ok, _ in results if s == "broken"] == [False, False]
+    assert peak == {"all": 2, "same": 1}
+
+
+def test_smoke_comes_first_and_the_longest_next() -> None:
+    names = scenarios.discover()
+    assert names[:2] == ["smoke", "postfix_relay"]
+    assert "shared" not in names
+
+
+def test_unknown_distro_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        scenarios.main(["--distros", "debian10"])
