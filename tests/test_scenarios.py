@@ -22,10 +22,10 @@ def test_pairs_run_side_by_side_but_one_scenario_at_a_time(monkeypatch, tmp_path
             running.append(scenario)
             peak["all"] = max(peak["all"], len(running))
             peak["same"] = max(peak["same"], running.count(scenario))
-        time.sleep(0.05)
+        time.sleep(0.2)
         with lock:
             running.remove(scenario)
-        return scenario != "broken", 0.05
+        return scenario != "broken", 0.2
 
     monkeypatch.setattr(scenarios, "run", fake_run)
     pairs = [(s, d) for d in ("debian11", "debian12") for s in ("a", "b", "broken")]
