@@ -22,14 +22,15 @@ CLIENT_NETWORK = "172.30.103.10/32"  # the scenario's postfix_relay_client_netwo
 OUTSIDER_NETWORK = "172.30.103.20/32"
 APPLY = Path(__file__).resolve().parent.parent / "apply.yml"
 SSH = 22
-# A stand-in for sshd on the relay: echoes every line back.
+# A stand-in for sshd (or any service) on the relay: echoes every line back, on the
+# port given as its argument.
 ECHO_SERVER = (
-    "import socketserver\n"
+    "import socketserver, sys\n"
     "class H(socketserver.StreamRequestHandler):\n"
     "    def handle(self):\n"
     "        for line in self.rfile: self.wfile.write(line)\n"
     "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
-    f"socketserver.ThreadingTCPServer(('', {SSH}), H).serve_forever()\n"
+    "socketserver.ThreadingTCPServer(('', int(sys.argv[1])), H).serve_forever()\n"
 )
 # A held session from a client: a line every 0.2 s for 20 s, each echo checked.
 HELD_SESSION = (
@@ -47,8 +48,7 @@ def start_echo_server(relay, port: int = SSH) -> None:
     """(Re)start an echo server on ``port`` of the relay (a restart ends it)."""
     unit = f"fake-{port}"
     relay.run(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null")
-    server = ECHO_SERVER.replace(f"('', {SSH})", f"('', {port})")
-    relay.check_output(f"systemd-run --unit={unit} python3 -c {shlex.quote(server)}")
+    relay.check_output(f"systemd-run --unit={unit} python3 -c {shlex.quote(ECHO_SERVER)} {port}")
     wait_until(lambda: can_connect(relay, "127.0.0.1", port), 10, f"the echo server on {port}")
 
 
