@@ -26,7 +26,7 @@ LOGS = ROOT / ".molecule-logs"
 DISTROS = ("debian11", "debian12", "debian13")
 # smoke first: when the plumbing is broken, it says so soonest. Then the longest first,
 # so that the short ones fill in beside them (other scenarios come last).
-ORDER = ("smoke", "postfix_relay", "firewall", "site", "mail_logs")
+ORDER = ("smoke", "postfix_relay", "firewall", "site", "mail_logs", "budget")
 
 
 def discover() -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 import time
 import uuid
@@ -31,7 +32,8 @@ RELAY_IP = "172.30.101.2"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "postfix_relay"
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-RATE_DELAY = int(DEFAULTS["postfix_relay_rate_delay"].rstrip("s"))  # the default users get
+# The pace users get: one delivery per account every 3600/rate seconds, in whole seconds.
+RATE_DELAY = math.ceil(3600 / DEFAULTS["postfix_relay_hourly_rate"])
 TEAM_SENDER = "build@team.internal.test"  # a sender of the second account (molecule.yml)
 
 
@@ -41,21 +43,24 @@ def logins(upstream, account: str, since: float) -> list[dict]:
             if e["login"] == account and e["success"]]
 
 
-def test_the_scenario_runs_the_default_pacing(relay) -> None:
-    # The pacing tests below are only worth something at the pace users get.
-    assert relay.check_output("postconf -h account0_destination_rate_delay") == \
-        DEFAULTS["postfix_relay_rate_delay"]
+def test_the_default_pace_is_at_most_500_an_hour_per_account(relay) -> None:
+    # Read from the effective settings; the pacing tests below run at this pace.
+    assert DEFAULTS["postfix_relay_hourly_rate"] == 500
+    for transport in ("account0", "account1", "account2"):  # the three accounts of molecule.yml
+        delay = relay.check_output(f"postconf -h {transport}_destination_rate_delay")
+        assert delay == f"{RATE_DELAY}s", transport
+        assert 3600 / int(delay.rstrip("s")) <= 500, transport
 
 
 def test_a_paced_burst_shares_one_login(relay, client, normal_upstream, settings) -> None:
     account = settings["qqrelay_test_account"]
     started = time.time()
-    sent = relay_mail(client, RELAY_IP, count=20)
-    received = normal_upstream.wait_for_all(sent["tokens"], timeout=20 * RATE_DELAY + 60)
+    sent = relay_mail(client, RELAY_IP, count=12)
+    received = normal_upstream.wait_for_all(sent["tokens"], timeout=12 * RATE_DELAY + 60)
     assert len(logins(normal_upstream, account, started)) <= 2
     arrivals = sorted(m["time"] for m in received)
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    print(f"20 paced messages: {len(logins(normal_upstream, account, started))} login(s), "
+    print(f"12 paced messages: {len(logins(normal_upstream, account, started))} login(s), "
           f"median gap {statistics.median(gaps):.2f} s, "
           f"drained in {arrivals[-1] - arrivals[0]:.0f} s")
     assert statistics.median(gaps) >= RATE_DELAY * 0.8  # about one per rate delay
@@ -64,9 +69,9 @@ def test_a_paced_burst_shares_one_login(relay, client, normal_upstream, settings
 
 def test_two_accounts_drain_side_by_side(client, normal_upstream, settings) -> None:
     account, second = settings["qqrelay_test_account"], settings["qqrelay_test_second_account"]
-    main = relay_mail(client, RELAY_IP, count=10)
-    team = relay_mail(client, RELAY_IP, sender=TEAM_SENDER, count=10)
-    main_received = normal_upstream.wait_for_all(main["tokens"], timeout=10 * RATE_DELAY + 60)
+    main = relay_mail(client, RELAY_IP, count=6)
+    team = relay_mail(client, RELAY_IP, sender=TEAM_SENDER, count=6)
+    main_received = normal_upstream.wait_for_all(main["tokens"], timeout=6 * RATE_DELAY + 60)
     team_received = normal_upstream.wait_for_all(team["tokens"], timeout=60)
     for message in main_received:
         assert_left_as(message, account)
@@ -192,14 +197,14 @@ def test_a_long_outage_loses_nothing_and_storms_no_logins(relay, client, normal_
     account = settings["qqrelay_test_account"]
     normal_upstream.fault("down")
     down_since = time.time()
-    sent = relay_mail(client, RELAY_IP, count=50)
+    sent = relay_mail(client, RELAY_IP, count=25)
     time.sleep(max(0.0, down_since + 180 - time.time()))  # three minutes down
     assert not log_lines(relay, "status=bounced (connect to smtp.qq.test")
-    assert len(postfix_queue(relay)) >= 50
+    assert len(postfix_queue(relay)) >= 25
     normal_upstream.fault("normal")
     recovered = time.time()
     relay.check_output("postqueue -f")
-    normal_upstream.wait_for_all(sent["tokens"], timeout=50 * RATE_DELAY + 120)
+    normal_upstream.wait_for_all(sent["tokens"], timeout=25 * RATE_DELAY + 120)
     for token in sent["tokens"]:
         assert len(normal_upstream.messages(token)) == 1, token  # exactly once
     assert len(logins(normal_upstream, account, recovered)) <= 3
@@ -288,7 +293,13 @@ INVALID_INPUTS = [
     ({"postfix_relay_hostname": "12345"}, "postfix_relay_hostname"),
     ({"postfix_relay_hostname": "relay_1.example.com"}, "postfix_relay_hostname"),
     ({"postfix_relay_admin_address": "ops"}, "postfix_relay_admin_address"),
-    ({"postfix_relay_rate_delay": "fast"}, "postfix_relay_rate_delay"),
+    ({"postfix_relay_rate_delay": "4s"}, "postfix_relay_hourly_rate"),  # replaced variable
+    ({"postfix_relay_hourly_rate": 0}, "postfix_relay_hourly_rate"),
+    ({"postfix_relay_hourly_rate": 7200}, "postfix_relay_hourly_rate"),  # faster than 1/s
+    ({"postfix_relay_daily_budget": 0}, "postfix_relay_daily_budget"),
+    ({"postfix_relay_daily_budget": -5}, "postfix_relay_daily_budget"),
+    ({"postfix_relay_budget_renewal": "24:00"}, "postfix_relay_budget_renewal"),
+    ({"postfix_relay_budget_utc_offset": "UTC+8"}, "postfix_relay_budget_utc_offset"),
     ({"postfix_relay_connection_reuse_time_limit": "0s"},
      "postfix_relay_connection_reuse_time_limit"),
     ({"postfix_relay_maximal_queue_lifetime": "forever"}, "postfix_relay_maximal_queue_lifetime"),
@@ -307,9 +318,12 @@ INVALID_INPUTS = [
     (team_account(senders=["@qq.com"]), "postfix_relay_sender_accounts"),
     (team_account(senders=["relay@qq.com"]), "postfix_relay_sender_accounts"),
     (team_account(account="relay@qq.com"), "postfix_relay_sender_accounts"),
+    (team_account(daily_budget=-1), "postfix_relay_sender_accounts[0].daily_budget"),
 ]
-# The files the role writes (main.cf, master.cf, credentials, sender tables, mail name).
-STATE = "md5sum /etc/postfix/*.cf /etc/postfix/sasl_passwd* /etc/postfix/sender_* /etc/mailname"
+# The files the role writes (main.cf, master.cf, credentials, sender tables, mail name,
+# budgets).
+STATE = ("md5sum /etc/postfix/*.cf /etc/postfix/sasl_passwd* /etc/postfix/sender_* /etc/mailname"
+         " /etc/qqrelay/budget.json")
 
 
 @pytest.fixture(scope="module")
