@@ -134,7 +134,8 @@ def usage(config: dict, now: datetime) -> dict:
         budget = account.get("daily_budget")
         report.append({**account, "sent_today": used,
                        "held": bool(budget) and used >= budget})
-    return {"day_started": readable(start), "renews": readable(end), "accounts": report}
+    return {"day_started": readable(start), "renews": readable(end),
+            "renews_in_seconds": int((end - now).total_seconds()), "accounts": report}
 
 
 def readable(moment: datetime) -> str:
