@@ -83,3 +83,42 @@ def test_every_owned_ufw_rule_is_stale_when_nothing_is_declared() -> None:
 
 def test_invalid_ports() -> None:
     assert firewall.invalid_ports([1, "25", 65535, 0, 70000, "ssh", -1]) == [0, 70000, "ssh", -1]
+
+
+budget = plugin("qqrelay_budget")
+TEAM = {"account": "team@qq.com", "authorization_code": "x" * 16, "senders": ["@t.test"]}
+
+
+def test_every_account_gets_a_transport_and_a_pace_from_its_rate() -> None:
+    budgets = budget.account_budgets([TEAM, {**TEAM, "account": "ops@qq.com", "hourly_rate": 60,
+                                            "daily_budget": None}], "relay@qq.com", 500, 300)
+    assert [(b["account"], b["transport"], b["rate_delay"], b["daily_budget"])
+            for b in budgets] == [
+        ("relay@qq.com", "account0", 8, 300),  # 500 an hour: 7.2 s, rounded up
+        ("team@qq.com", "account1", 8, 300),  # the main account's rate and budget
+        ("ops@qq.com", "account2", 60, None),  # its own
+    ]
+
+
+@pytest.mark.parametrize(("rate", "daily", "sender", "names"), [
+    (0, None, {}, ["postfix_relay_hourly_rate (0)"]),
+    (3601, None, {}, ["postfix_relay_hourly_rate (3601)"]),
+    (True, None, {}, ["postfix_relay_hourly_rate (True)"]),
+    (500, 0, {}, ["postfix_relay_daily_budget (0)"]),  # once, though two accounts share it
+    (500, -1, {}, ["postfix_relay_daily_budget (-1)"]),
+    (500, "5", {}, ["postfix_relay_daily_budget ('5')"]),
+    (500, None, {"daily_budget": 0}, ["postfix_relay_sender_accounts[0].daily_budget (0)"]),
+    (500, None, {"hourly_rate": 9000}, ["postfix_relay_sender_accounts[0].hourly_rate (9000)"]),
+    (1, 1, {"hourly_rate": 3600, "daily_budget": None}, []),
+])
+def test_invalid_budgets_name_their_variable(rate, daily, sender, names) -> None:
+    assert budget.invalid_budgets([{**TEAM, **sender}], "relay@qq.com", rate, daily) == names
+
+
+@pytest.mark.parametrize(("renewal", "offset", "utc"), [
+    ("00:00", "+08:00", "16:00:00"), ("07:30:15", "-05:30", "13:00:15"),
+    ("23:59:59", "+00:00", "23:59:59"), ("24:00", "+08:00", ""), ("0:00", "+08:00", ""),
+    ("00:00", "UTC+8", ""), ("00:00", "+15:00", ""),
+])
+def test_the_renewal_becomes_a_utc_time_of_day(renewal, offset, utc) -> None:
+    assert budget.utc_time_of_day(renewal, offset) == utc

@@ -35,7 +35,8 @@ def test_outcome_takes_the_last_attempt_of_the_queue_id() -> None:
      "Please enter your authorization code to login.", "postfix_relay_authorization_code"),
     ("host smtp.qq.com said: 501 mail from address must be same as authorization user",
      "postfix_relay_sender_accounts"),
-    ("host smtp.qq.com said: 550 Connection frequency limited", "postfix_relay_rate_delay"),
+    ("host smtp.qq.com said: 550 Connection frequency limited", "postfix_relay_hourly_rate"),
+    ("delivery temporarily suspended: deferred transport", "postfix_relay_daily_budget"),
     ("Server certificate not verified", "postfix_relay_tls_ca_file"),
     ("connect to smtp.qq.com[203.205.232.7]:465: Connection timed out", "firewall_egress_ports"),
     ("Host or domain name not found. Name service error for name=smtp.qq.com type=A: "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import smtplib
@@ -36,6 +37,7 @@ queue_id: {type: str, description: Postfix queue ID of the test message.}
 status: {type: str, description: "sent, bounced, expired, deferred (still queued) or refused"}
 reply: {type: str, description: The upstream's reply or Postfix's reason, as logged.}
 fix: {type: str, description: What to change when the message did not leave.}
+budget: {type: list, description: "Each account's deliveries today and its daily budget."}
 """
 
 QUEUED = re.compile(r"queued as ([0-9A-Za-z]+)")
@@ -52,9 +54,13 @@ FIXES: list[tuple[str, str]] = [
      "account that logs in for them: check postfix_relay_account and the senders lists of "
      "postfix_relay_sender_accounts."),
     (r"frequency limited|Too many connections",
-     "QQ is throttling this account: raise postfix_relay_rate_delay (one message per "
-     "delay per account), or spread senders over more accounts with "
+     "QQ is throttling this account: lower postfix_relay_hourly_rate (deliveries an hour "
+     "per account), or spread senders over more accounts with "
      "postfix_relay_sender_accounts. The mail stays queued and is retried."),
+    (r"deferred transport",
+     "The account has used its daily budget (postfix_relay_daily_budget): its mail stays "
+     "queued and leaves when the budget renews (`qqrelay-budget status` says when). Raise "
+     "the budget if the account's real quota allows."),
     (r"certificate|verif|TLS is required|handshake",
      "TLS to the upstream could not be verified: check postfix_relay_tls_ca_file, the "
      "clock, and that no proxy intercepts the connection (never turn verification off)."),
@@ -108,6 +114,20 @@ def log_lines(queue_id: str, since: float) -> list[str]:
         ["journalctl", "--no-pager", "-o", "cat", "--since", f"@{int(since) - 5}"],
         capture_output=True, text=True, check=False).stdout
     return [line for line in journal.splitlines() if queue_id in line]
+
+
+def budget_usage() -> list[str]:
+    """One line per account: deliveries today against its budget; empty without budgets."""
+    try:
+        report = json.loads(subprocess.run(
+            ["qqrelay-budget", "status", "--json"], capture_output=True, text=True,
+            check=True).stdout)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return []
+    return [f"{a['account']}: {a['sent_today']} sent today of "
+            f"{a['daily_budget'] or 'no'} budget"
+            f"{', held until ' + report['renews'] if a['held'] else ''}"
+            for a in report["accounts"]]
 
 
 def submit(to: str, sender: str, port: int, token: str) -> str:
@@ -168,6 +188,7 @@ def main() -> None:
         last = {"status": "deferred", "reply": "no delivery attempt logged yet",
                 "relay": "", "dsn": ""}
     result.update(last)
+    result["budget"] = budget_usage()
     result["fix"] = "" if last["status"] == "sent" else fix_for(last["reply"])
     if last["status"] not in FINAL:
         result["fix"] += (f" The message is still queued and Postfix keeps retrying it: "

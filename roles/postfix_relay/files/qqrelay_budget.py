@@ -74,7 +74,8 @@ def line_time(line: str, now: float) -> float | None:
     if match:
         year = time.localtime(now).tm_year
         for candidate in (year, year - 1):  # the stamp has no year: not in the future
-            parsed = time.mktime(time.strptime(f"{candidate} {match.group(1)}", "%Y %b %d %H:%M:%S"))
+            parsed = time.mktime(time.strptime(f"{candidate} {match.group(1)}",
+                                               "%Y %b %d %H:%M:%S"))
             if parsed <= now + 86400:
                 return parsed
     return None
@@ -113,7 +114,8 @@ def log_lines(since: float, transports: list[str]) -> list[str]:
                 if os.path.isfile(rotated) and os.path.getmtime(rotated) >= since:
                     lines += read_log(rotated)
             return lines + read_log(path)
-    command = ["journalctl", "--no-pager", "--quiet", "-o", "short-unix", "--since", f"@{int(since)}"]
+    command = ["journalctl", "--no-pager", "--quiet", "-o", "short-unix",
+               "--since", f"@{int(since)}"]
     for transport in transports:
         command += ["-t", f"postfix/{transport}/smtp"]
     return subprocess.run(command, capture_output=True, text=True, check=False).stdout.splitlines()
