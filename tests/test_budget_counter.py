@@ -4,6 +4,7 @@ of deliveries from Postfix's log, and what it changes in Postfix to hold or rele
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -78,6 +79,7 @@ class FakePostfix:
 
     def __init__(self, monkeypatch, sent: int, deferred: str) -> None:
         self.settings = {"defer_transports": deferred, "maillog_file": ""}
+        self.queue = ""  # postqueue -j
         self.commands: list[list[str]] = []
         now = datetime.now(UTC).timestamp()
         self.log = [f"{now - 1:.6f} relay {SENT}"] * sent
@@ -93,6 +95,8 @@ class FakePostfix:
         elif command[:2] == ["postconf", "-e"]:
             name, value = command[2].split(" = ")
             self.settings[name] = value
+        elif command == ["postqueue", "-j"]:
+            stdout = self.queue
         return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
 
     def ran(self, program: str) -> list[list[str]]:
@@ -110,12 +114,26 @@ def test_an_account_that_used_its_budget_is_held_and_other_holds_stay(monkeypatc
     assert not postfix.ran("postqueue")
 
 
-def test_a_renewed_account_is_released_and_its_mail_flushed(monkeypatch) -> None:
-    postfix = FakePostfix(monkeypatch, sent=0, deferred="account0")
-    counter.enforce(CONFIG, datetime.now(UTC))
-    assert postfix.settings["defer_transports"] == ""
-    assert "sending resumes" in postfix.ran("postlog")[0][-1]
-    assert postfix.commands[-2:] == [["postfix", "reload"], ["postqueue", "-f"]]
+def queued(queue_id: str, sender: str, reason: str = "deferred transport") -> str:
+    return json.dumps({"queue_id": queue_id, "sender": sender,
+                       "recipients": [{"address": "a@example.net", "delay_reason": reason}]})
+
+
+def test_a_renewed_account_is_released_and_only_its_mail_scheduled(monkeypatch) -> None:
+    config = {**CONFIG, "accounts": [CONFIG["accounts"][0],
+                                     {**CONFIG["accounts"][1], "daily_budget": 1}]}
+    postfix = FakePostfix(monkeypatch, sent=0, deferred="account0 account1")
+    postfix.log = [f"{datetime.now(UTC).timestamp() - 1:.6f} relay "
+                   f"{SENT.replace('account0', 'account1')}"]  # account1 stays held
+    postfix.queue = "\n".join([
+        queued("A1", "relay@qq.com"), queued("A2", "double-bounce@relay.test"),
+        queued("B1", "Team@qq.com"), queued("A3", "relay@qq.com", reason="connect timeout")])
+    counter.enforce(config, datetime.now(UTC))
+    assert postfix.settings["defer_transports"] == "account1"
+    assert "relay@qq.com: daily budget renewed" in postfix.ran("postlog")[0][-1]
+    # Not a flush, which would send account1's held mail too.
+    assert [c for c in postfix.ran("postqueue") if c != ["postqueue", "-j"]] == [
+        ["postqueue", "-i", "A1"], ["postqueue", "-i", "A2"]]
 
 
 @pytest.mark.parametrize(("sent", "deferred"), [(1, ""), (2, "account0"), (5, "account0")])

@@ -14,8 +14,9 @@ and its previous rotation), else /var/log/mail.log, else the journal.
 
 An account is held by listing its transport in Postfix's defer_transports: its mail
 stays in the queue (status=deferred, "deferred transport"), nothing is bounced, and it
-leaves at the account's pace once the budget renews. Nothing of this runs in the mail
-path: when this program does not run, mail simply is not held.
+leaves at the account's pace once the budget renews (each held message is scheduled
+with postqueue -i). A flush by hand (postqueue -f) would send held mail too. Nothing
+of this runs in the mail path: when this program does not run, mail is not held.
 """
 
 from __future__ import annotations
@@ -176,7 +177,24 @@ def enforce(config: dict, now: datetime) -> None:
     subprocess.run(["postfix", "reload"], capture_output=True, check=True)
     if released:
         time.sleep(2)  # let the queue manager restart with the new setting
-        subprocess.run(["postqueue", "-f"], check=True)
+        for queue_id in held_mail(report["accounts"], {a["transport"] for a in released}):
+            subprocess.run(["postqueue", "-i", queue_id], check=False)
+
+
+def held_mail(accounts: list[dict], transports: set[str]) -> list[str]:
+    """Queue IDs of the mail held for ``transports``. Not `postqueue -f`: a flush also
+    delivers the transports still held. The queue holds the rewritten sender, the
+    account's own address; any other sender (the relay's notices) is the main account's."""
+    by_address = {a["account"].lower(): a["transport"] for a in accounts}
+    listing = subprocess.run(["postqueue", "-j"], capture_output=True, text=True,
+                             check=False).stdout
+    wanted = []
+    for message in (json.loads(line) for line in listing.splitlines() if line.strip()):
+        transport = by_address.get(message.get("sender", "").lower(), accounts[0]["transport"])
+        if transport in transports and any(r.get("delay_reason") == "deferred transport"
+                                           for r in message.get("recipients", [])):
+            wanted.append(message["queue_id"])
+    return wanted
 
 
 def print_status(report: dict) -> None:
