@@ -19,9 +19,10 @@ from qqrelay.testing import (
 
 RELAY_IP = "172.30.105.2"
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
+TEST_MAIL = Path(__file__).resolve().parents[3] / "playbooks" / "send-test-mail.yml"
 TEAM_SENDER = "build@team.internal.test"  # a sender of the second account (molecule.yml)
 BUDGET = 5  # the main account's postfix_relay_daily_budget (molecule.yml)
-PACE = 2  # seconds between two deliveries of one account: 3600 / 1800 an hour
+PACE = 3  # seconds between two deliveries of one account: 3600 / 1200 an hour
 BEIJING = timezone(timedelta(hours=8))
 # qqrelay-budget's lines in the Postfix log.
 HOLD, RESUME = "has used its daily budget", "sending resumes"
@@ -109,3 +110,8 @@ def test_an_account_over_its_budget_waits_for_the_renewal(relay, client, normal_
     assert not log_lines(relay, "status=bounced")
     assert len(log_lines(relay, HOLD)) == holds + 2
     assert len(log_lines(relay, RESUME)) == resumes + 2
+
+    # The test-mail report shows the day's count: the last 2, and the test message.
+    report = run_playbook(TEST_MAIL, "relays", {})
+    assert report.returncode == 0, report.stdout[-3000:]
+    assert f"{account}: 3 sent today of {BUDGET} budget" in report.stdout

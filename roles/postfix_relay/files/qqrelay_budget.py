@@ -32,6 +32,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 CONFIG = "/etc/qqrelay/budget.json"
+ACTIVE = "/var/spool/postfix/active"  # what qqrelay-budget.path watches
 TAG = "postfix/qqrelay-budget"
 SENT = re.compile(
     r"\spostfix/(?P<transport>account\d+)/smtp\[\d+\]: [0-9A-Za-z]+: to=<[^>]*>,.*\bstatus=sent\b")
@@ -148,7 +149,7 @@ def readable(moment: datetime) -> str:
 
 def log(message: str, priority: str = "info") -> None:
     """One line in Postfix's log (where its own lines go) and on standard output."""
-    print(message)
+    print(message, flush=True)
     subprocess.run(["postlog", "-t", TAG, "-p", priority, message], check=False,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -165,6 +166,12 @@ def enforce(config: dict, now: datetime) -> None:
     newly_held = [a for a in held if a["transport"] not in current]
     released = [a for a in report["accounts"] if a["transport"] in current and not a["held"]]
     subprocess.run(["postconf", "-e", f"defer_transports = {' '.join(wanted)}"], check=True)
+    # Reload first: the account's next paced delivery is seconds away, and postlog may
+    # take a second or two.
+    running = subprocess.run(["postfix", "status"], capture_output=True,
+                             check=False).returncode == 0
+    if running:  # else Postfix reads the setting when it starts
+        subprocess.run(["postfix", "reload"], capture_output=True, check=True)
     for account in newly_held:
         log(f"{account['account']} has used its daily budget ({account['sent_today']} of "
             f"{account['daily_budget']} sent since {report['day_started']}): its mail is held "
@@ -172,10 +179,7 @@ def enforce(config: dict, now: datetime) -> None:
     for account in released:
         log(f"{account['account']}: daily budget renewed at {report['day_started']}, "
             f"sending resumes ({account['sent_today']} of {account['daily_budget']} used)")
-    if subprocess.run(["postfix", "status"], capture_output=True, check=False).returncode != 0:
-        return  # Postfix reads the setting when it starts
-    subprocess.run(["postfix", "reload"], capture_output=True, check=True)
-    if released:
+    if running and released:
         time.sleep(2)  # let the queue manager restart with the new setting
         for queue_id in held_mail(report["accounts"], {a["transport"] for a in released}):
             subprocess.run(["postqueue", "-i", queue_id], check=False)
@@ -218,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(timezone.utc)  # noqa: UP017 (runs on Python 3.9 too)
     if args.command == "enforce":
         enforce(config, now)
+        # The path unit does not start this program again for queue moves while it runs:
+        # if the queue moved meanwhile, look once more.
+        if os.path.isdir(ACTIVE) and os.stat(ACTIVE).st_mtime >= now.timestamp():
+            enforce(config, datetime.now(timezone.utc))  # noqa: UP017
     elif args.json:
         print(json.dumps(usage(config, now), indent=2))
     else:
