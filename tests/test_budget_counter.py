@@ -143,8 +143,23 @@ def test_nothing_changes_when_the_holds_are_right(monkeypatch, sent, deferred) -
     assert [c for c in postfix.commands if c[:2] != ["postconf", "-h"]] == []
 
 
-def test_without_budgets_the_log_is_not_read(monkeypatch) -> None:
+def test_without_budgets_enforcing_reads_no_log(monkeypatch) -> None:
+    postfix = FakePostfix(monkeypatch, sent=3, deferred="")
     monkeypatch.setattr(counter, "log_lines", lambda *_: pytest.fail("log read"))
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
+    counter.enforce(config, datetime.now(UTC))
+    assert postfix.commands == [["postconf", "-h", "defer_transports"]]
+
+
+def test_a_budget_removed_while_held_releases_the_account(monkeypatch) -> None:
+    postfix = FakePostfix(monkeypatch, sent=3, deferred="account0")
+    config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
+    counter.enforce(config, datetime.now(UTC))
+    assert postfix.settings["defer_transports"] == ""
+
+
+def test_status_counts_without_budgets_too(monkeypatch) -> None:
+    FakePostfix(monkeypatch, sent=3, deferred="")
+    config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
     report = counter.usage(config, datetime.now(UTC))
-    assert [a["sent_today"] for a in report["accounts"]] == [0, 0]
+    assert [(a["sent_today"], a["held"]) for a in report["accounts"]] == [(3, False), (0, False)]

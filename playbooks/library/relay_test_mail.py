@@ -124,9 +124,9 @@ def budget_usage() -> list[str]:
             check=True).stdout)
     except (OSError, subprocess.CalledProcessError, ValueError):
         return []
-    return [f"{a['account']}: {a['sent_today']} sent today of "
-            f"{a['daily_budget'] or 'no'} budget"
-            f"{', held until ' + report['renews'] if a['held'] else ''}"
+    return [f"{a['account']}: {a['sent_today']} of {a['daily_budget']} sent today"
+            + (f", held until {report['renews']}" if a["held"] else "")
+            if a["daily_budget"] else f"{a['account']}: {a['sent_today']} sent today, no budget"
             for a in report["accounts"]]
 
 

@@ -114,4 +114,5 @@ def test_an_account_over_its_budget_waits_for_the_renewal(relay, client, normal_
     # The test-mail report shows the day's count: the last 2, and the test message.
     report = run_playbook(TEST_MAIL, "relays", {})
     assert report.returncode == 0, report.stdout[-3000:]
-    assert f"{account}: 3 sent today of {BUDGET} budget" in report.stdout
+    assert f"{account}: 3 of {BUDGET} sent today" in report.stdout
+    assert f"{second}: 0 sent today, no budget" in report.stdout  # its 4: an earlier day

@@ -127,10 +127,7 @@ def usage(config: dict, now: datetime) -> dict:
     """Each account's deliveries in the current budget day, and whether it is held."""
     start, end = budget_day(now, config["renewal"], config["utc_offset"])
     accounts = config["accounts"]
-    budgeted = [a["transport"] for a in accounts if a.get("daily_budget")]
-    # The log is read only when some account has a budget: the path unit runs this
-    # program at every delivery.
-    lines = log_lines(start.timestamp(), budgeted) if budgeted else []
+    lines = log_lines(start.timestamp(), [a["transport"] for a in accounts])
     sent = count_sent(lines, start.timestamp(), now.timestamp())
     report = []
     for account in accounts:
@@ -156,9 +153,11 @@ def log(message: str, priority: str = "info") -> None:
 
 def enforce(config: dict, now: datetime) -> None:
     """Make defer_transports list exactly the held accounts' transports (others' kept)."""
-    report = usage(config, now)
-    ours = {a["transport"] for a in report["accounts"]}
+    ours = {a["transport"] for a in config["accounts"]}
     current = [t for t in re.split(r"[\s,]+", postconf("defer_transports")) if t]
+    if not any(a.get("daily_budget") for a in config["accounts"]) and not ours & set(current):
+        return  # no budget, nothing held: the path unit runs this at every delivery
+    report = usage(config, now)
     held = [a for a in report["accounts"] if a["held"]]
     wanted = [t for t in current if t not in ours] + [a["transport"] for a in held]
     if sorted(wanted) == sorted(current):
