@@ -158,6 +158,13 @@ def test_a_budget_removed_while_held_releases_the_account(monkeypatch) -> None:
     assert postfix.settings["defer_transports"] == ""
 
 
+def test_a_removed_accounts_hold_goes_with_it(monkeypatch) -> None:
+    postfix = FakePostfix(monkeypatch, sent=0, deferred="smtp account7")
+    counter.enforce(CONFIG, datetime.now(UTC))
+    assert postfix.settings["defer_transports"] == "smtp"
+    assert ["postfix", "reload"] in postfix.commands
+
+
 def test_status_counts_without_budgets_too(monkeypatch) -> None:
     FakePostfix(monkeypatch, sent=3, deferred="")
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}

@@ -153,8 +153,11 @@ def log(message: str, priority: str = "info") -> None:
 
 def enforce(config: dict, now: datetime) -> None:
     """Make defer_transports list exactly the held accounts' transports (others' kept)."""
-    ours = {a["transport"] for a in config["accounts"]}
     current = [t for t in re.split(r"[\s,]+", postconf("defer_transports")) if t]
+    # The role owns the names accountN: one left by an account since removed from the
+    # inventory is ours too, and goes.
+    ours = {a["transport"] for a in config["accounts"]} | {
+        t for t in current if re.fullmatch(r"account\d+", t)}
     if not any(a.get("daily_budget") for a in config["accounts"]) and not ours & set(current):
         return  # no budget, nothing held: the path unit runs this at every delivery
     report = usage(config, now)
