@@ -1,5 +1,6 @@
 """Firewall filters shared by the roles (standard library only): ports, and which ufw
-rules this toolkit owns but the inventory no longer declares.
+rules this toolkit owns but the inventory no longer declares, and which it declares
+but ufw does not have yet.
 """
 
 from __future__ import annotations
@@ -61,9 +62,23 @@ def ufw_stale_rules(rule_files: list, inbound: list) -> list:
             if (rule["proto"], rule["port"], _ufw_source(rule["from_ip"])) not in wanted]
 
 
+def ufw_missing_rules(rule_files: list, inbound: list) -> list:
+    """The rules of ``inbound`` that ufw does not have as this toolkit's yet, one per source."""
+    owned = {(rule["proto"], rule["port"], _ufw_source(rule["from_ip"]))
+             for rule in ufw_owned_rules(rule_files)}
+    missing = []
+    for rule in inbound:
+        proto = str(rule.get("proto", "tcp"))
+        for source in rule["sources"]:
+            if (proto, str(rule["port"]), _ufw_source(source)) not in owned:
+                missing.append({"port": str(rule["port"]), "proto": proto, "from_ip": source})
+    return missing
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
             "qqrelay_invalid_ports": invalid_ports,
             "qqrelay_ufw_stale_rules": ufw_stale_rules,
+            "qqrelay_ufw_missing_rules": ufw_missing_rules,
         }

@@ -1,0 +1,113 @@
+"""Filters that decide, from one qqrelay_probe of the host, what a run must change
+(standard library only). A converged host then costs no module execution but the probe:
+each file is written, and each block edited, only where it differs from what the
+inventory renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def _checksum(content: object) -> str:
+    return hashlib.sha1(str(content).encode("utf-8")).hexdigest()
+
+
+def files_to_write(files: list, probed: dict) -> list:
+    """The entries of ``files`` ({dest, content, mode, owner, group}) that differ on the host.
+
+    ``probed`` is the ``files`` result of qqrelay_probe: an entry is kept when its file is
+    missing, or has other content, mode, owner or group than the entry asks for.
+    """
+    differ = []
+    for entry in files:
+        state = probed.get(entry["dest"]) or {"exists": False}
+        wanted = {"checksum": _checksum(entry["content"]),
+                  "mode": str(entry.get("mode", "0644")).zfill(4),
+                  "owner": entry.get("owner", "root"), "group": entry.get("group", "root")}
+        if not state.get("exists") or any(state.get(k) != v for k, v in wanted.items()):
+            differ.append(entry)
+    return differ
+
+
+def metadata_differs(state: dict, mode: str, owner: str, group: str) -> bool:
+    """Whether a probed path is missing or has another mode, owner or group."""
+    return (not state.get("exists") or state.get("mode") != str(mode).zfill(4)
+            or state.get("owner") != owner or state.get("group") != group)
+
+
+def block_differs(text: object, marker: str, block: str) -> bool:
+    """Whether blockinfile would change ``text``: the block between the markers
+    (``marker`` with {mark} as BEGIN/END) is not exactly ``block``, or, for an empty
+    block, the markers are still there."""
+    text = "" if text is None else str(text)
+    begin, end = marker.replace("{mark}", "BEGIN"), marker.replace("{mark}", "END")
+    lines = text.splitlines()
+    if not block.strip():
+        return begin in lines or end in lines
+    if begin not in lines or end not in lines:
+        return True
+    inside = lines[lines.index(begin) + 1:lines.index(end)]
+    return inside != block.rstrip("\n").splitlines()
+
+
+def debconf_differs(selections: list, shown: object) -> list:
+    """The debconf ``selections`` ({question, value, vtype}) that ``debconf-show``'s
+    output does not hold with that value."""
+    current = {}
+    for line in str(shown or "").splitlines():
+        name, _, value = line.lstrip("* ").partition(":")
+        current[name.strip()] = value.strip()
+    return [s for s in selections if current.get(s["question"]) != str(s["value"])]
+
+
+def postconf_settings(text: object) -> dict:
+    """``postconf -n name…`` output (lines ``name = value``) as a dict."""
+    settings = {}
+    for line in str(text or "").splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep:
+            settings[name.strip()] = value
+    return settings
+
+
+def missing_packages(packages: list, shown: object) -> list:
+    """The ``packages`` that ``dpkg-query -W -f '${Package} ${db:Status-Status}\\n'``
+    does not show as installed."""
+    installed = {line.split()[0].split(":")[0] for line in str(shown or "").splitlines()
+                 if line.split()[1:] == ["installed"]}
+    return [name for name in packages if name not in installed]
+
+
+def systemd_units(shown: object) -> dict:
+    """``systemctl show -p Id,ActiveState,UnitFileState unit…`` output as
+    {unit: {ActiveState, UnitFileState}} (a unit that does not exist is inactive, with
+    an empty UnitFileState)."""
+    units = {}
+    for block in str(shown or "").split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in fields:
+            units[fields.pop("Id")] = fields
+    return units
+
+
+def units_to_start(names: list, units: dict) -> list:
+    """The ``names`` that are not both running and enabled, as systemd_units read them."""
+    def converged(name: str) -> bool:
+        unit = units.get(name if "." in name else name + ".service", {})
+        return unit.get("ActiveState") == "active" and unit.get("UnitFileState") == "enabled"
+    return [name for name in names if not converged(name)]
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {
+            "qqrelay_files_to_write": files_to_write,
+            "qqrelay_metadata_differs": metadata_differs,
+            "qqrelay_block_differs": block_differs,
+            "qqrelay_debconf_differs": debconf_differs,
+            "qqrelay_postconf_settings": postconf_settings,
+            "qqrelay_missing_packages": missing_packages,
+            "qqrelay_systemd_units": systemd_units,
+            "qqrelay_units_to_start": units_to_start,
+        }
