@@ -36,6 +36,13 @@ def metadata_differs(state: dict, mode: str, owner: str, group: str) -> bool:
             or state.get("owner") != owner or state.get("group") != group)
 
 
+def blocks_to_write(blocks: list, contents: dict, marker: str) -> list:
+    """The entries of ``blocks`` ({path, block}) that blockinfile would change in the
+    files' ``contents`` (qqrelay_probe's, by path)."""
+    return [entry for entry in blocks
+            if block_differs(contents.get(entry["path"]), marker, entry["block"])]
+
+
 def block_differs(text: object, marker: str, block: str) -> bool:
     """Whether blockinfile would change ``text``: the block between the markers
     (``marker`` with {mark} as BEGIN/END) is not exactly ``block``, or, for an empty
@@ -104,7 +111,7 @@ class FilterModule:
         return {
             "qqrelay_files_to_write": files_to_write,
             "qqrelay_metadata_differs": metadata_differs,
-            "qqrelay_block_differs": block_differs,
+            "qqrelay_blocks_to_write": blocks_to_write,
             "qqrelay_debconf_differs": debconf_differs,
             "qqrelay_postconf_settings": postconf_settings,
             "qqrelay_missing_packages": missing_packages,
