@@ -77,7 +77,7 @@ def describe(path):
         return {"exists": False}
     result = {
         "exists": True,
-        "mode": "%04o" % stat.S_IMODE(info.st_mode),
+        "mode": f"{stat.S_IMODE(info.st_mode):04o}",
         "owner": _name(pwd.getpwuid, info.st_uid),
         "group": _name(grp.getgrgid, info.st_gid),
         "mtime": info.st_mtime,
@@ -113,10 +113,10 @@ def main():
     commands = {}
     for name, argv in module.params["commands"].items():
         if not isinstance(argv, list) or not argv:
-            module.fail_json(msg="commands.%s must be a non-empty list (an argv)" % name)
+            module.fail_json(msg=f"commands.{name} must be a non-empty list (an argv)")
         executable = module.get_bin_path(str(argv[0]))
         if executable is None:
-            commands[name] = {"rc": 127, "stdout": "", "stderr": "%s: not found" % argv[0]}
+            commands[name] = {"rc": 127, "stdout": "", "stderr": f"{argv[0]}: not found"}
             continue
         rc, out, err = module.run_command([executable] + [str(a) for a in argv[1:]],
                                           environ_update={"LC_ALL": "C"})
