@@ -166,14 +166,23 @@ def restart_container(host: Any) -> None:
                in ("running", "degraded"), 60, f"{host.backend.name} to boot")
 
 
+def module_count_env(count_file: Path) -> dict[str, str]:
+    """Environment that makes ansible-playbook count its module executions on the hosts
+    (qqrelay/callback_plugins/qqrelay_module_count.py) into ``count_file`` as JSON."""
+    return {"ANSIBLE_CALLBACKS_ENABLED": "qqrelay_module_count",
+            "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).resolve().parent / "callback_plugins"),
+            "QQRELAY_MODULE_COUNT_FILE": str(count_file)}
+
+
 def run_playbook(
     playbook: Path, limit: str, extra_vars: dict[str, Any], *, options: tuple[str, ...] = (),
-    group_vars: dict[str, dict[str, Any]] | None = None,
+    group_vars: dict[str, dict[str, Any]] | None = None, env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """ansible-playbook against the scenario's inventory; the completed process.
 
     ``options`` are more command-line options (``--check``…); ``group_vars`` (group ->
-    variables) are set as inventory group variables, as a user's group_vars would be.
+    variables) are set as inventory group variables, as a user's group_vars would be;
+    ``env`` is added to the environment.
     """
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,7 +196,7 @@ def run_playbook(
             ["ansible-playbook", *sources, "--limit", limit, *options,
              "-e", json.dumps(extra_vars), str(playbook)],
             capture_output=True, text=True, check=False, timeout=600,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})},
         )
 
 

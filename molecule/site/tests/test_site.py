@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from qqrelay.testing import (
     assert_left_as,
     can_connect,
     log_lines,
+    module_count_env,
     queue_id_of,
     relay_mail,
     run_cases,
@@ -41,6 +43,25 @@ def test_check_diff_on_converged_relays_reports_nothing_in_one_batch(instances) 
         assert re.search(rf"^{host.backend.name}\s+:.* changed=0 ", recap, re.MULTILINE), recap
     assert "--- before" not in output, output
     assert output.count("PLAY [Mail relay") == 1, "two batches: serial was not 2"
+
+
+def test_a_converged_rerun_only_reads_each_relay(instances, tmp_path) -> None:
+    """site.yml on converged relays changes nothing and costs at most 20 module executions
+    per relay (loop items counted, by the callback): the facts and one probe per role."""
+    count_file = tmp_path / "count.json"
+    result = run_playbook(SITE, "relays", {"qqrelay_serial": 2}, env=module_count_env(count_file))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    counts = json.loads(count_file.read_text())
+    print(f"module executions of the re-run: {counts['hosts']}")
+    for host in instances["relays"]:
+        name = host.backend.name
+        assert re.search(rf"^{name}\s+:.* changed=0 ", output.split("PLAY RECAP")[-1], re.M)
+        assert counts["hosts"][name] <= 20, counts
+        ran = {task.split(" | ", 1)[1] for task in counts["tasks"] if task.startswith(name + " ")}
+        assert ran == {"Gathering Facts", "postfix_relay : Read the state of the relay",
+                       "firewall : Read the state of the firewall",
+                       "mail_logs : Read the state of the logs"}, ran
 
 
 def test_check_mode_on_a_fresh_host_runs_to_the_end(client) -> None:
