@@ -8,7 +8,7 @@ SCENARIOS ?=
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 timed = start=$$(date +%s); $(1); rc=$$?; echo "[test] $(2): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-.PHONY: setup lint unit molecule test matrix bench demo demo-clean clean
+.PHONY: setup lint unit molecule test matrix bench bench-converge demo demo-clean clean
 
 setup: ## Debian packages, Docker daemon, .venv and the test images (no-op when in place)
 	@$(call timed,$(PYTHON) -m qqrelay.bootstrap --distros "$(DISTROS)",setup)
@@ -29,6 +29,9 @@ matrix: ## the whole suite on Debian 11, 12 and 13
 
 bench: setup ## pacing benchmark (not part of test): drain time and logins, paced and unpaced
 	python -m qqrelay.bench
+
+bench-converge: setup ## converge benchmark (not part of test): fresh and re-run time, module executions, 10 relays
+	python -m qqrelay.bench_converge
 
 demo: setup ## a relay container and the fake QQ upstream: site.yml, a test mail, what QQ got
 	python -m qqrelay.demo up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -81,6 +82,17 @@ def test_every_owned_ufw_rule_is_stale_when_nothing_is_declared() -> None:
         "25", "22", "53"]
 
 
+def test_ufw_rules_declared_but_not_owned_are_missing() -> None:
+    inbound = [{"port": 22, "proto": "tcp", "sources": ["0.0.0.0/0", "::/0"]},
+               {"port": 25, "sources": ["172.30.103.10/32", "172.30.103.0/24"]},
+               {"port": 2526, "sources": ["10.0.0.0/8"]}]  # by hand, not ours: added again
+    assert firewall.ufw_missing_rules([UFW_RULES, UFW6_RULES], inbound) == [
+        {"port": "22", "proto": "tcp", "from_ip": "::/0"},
+        {"port": "25", "proto": "tcp", "from_ip": "172.30.103.0/24"},
+        {"port": "2526", "proto": "tcp", "from_ip": "10.0.0.0/8"}]
+    assert firewall.ufw_missing_rules([UFW_RULES], []) == []
+
+
 def test_invalid_ports() -> None:
     assert firewall.invalid_ports([1, "25", 65535, 0, 70000, "ssh", -1]) == [0, 70000, "ssh", -1]
 
@@ -122,3 +134,78 @@ def test_invalid_budgets_name_their_variable(rate, daily, sender, names) -> None
 ])
 def test_the_renewal_becomes_a_utc_time_of_day(renewal, offset, utc) -> None:
     assert budget.utc_time_of_day(renewal, offset) == utc
+
+
+converge = plugin("qqrelay_converge")
+CONTENT = "relay.example.com\n"
+
+
+def probed(content: str = CONTENT, **changes) -> dict:
+    state = {"exists": True, "checksum": hashlib.sha1(content.encode()).hexdigest(),
+             "mode": "0644", "owner": "root", "group": "root", "mtime": 1.0}
+    return {"/etc/mailname": {**state, **changes}}
+
+
+@pytest.mark.parametrize(("state", "written"), [
+    (probed(), False),
+    (probed("other\n"), True),
+    (probed(mode="0600"), True),
+    (probed(owner="postfix"), True),
+    (probed(group="adm"), True),
+    ({"/etc/mailname": {"exists": False}}, True),
+    ({}, True),
+])
+def test_a_file_is_written_only_where_it_differs(state: dict, written: bool) -> None:
+    entry = {"dest": "/etc/mailname", "content": CONTENT}
+    assert converge.files_to_write([entry], state) == ([entry] if written else [])
+
+
+def test_a_file_mode_is_compared_in_four_digits() -> None:
+    entry = {"dest": "/etc/mailname", "content": CONTENT, "mode": "600"}
+    assert converge.files_to_write([entry], probed(mode="0600")) == []
+    assert converge.metadata_differs(probed()["/etc/mailname"], "644", "root", "root") is False
+    assert converge.metadata_differs({"exists": False}, "0644", "root", "root") is True
+
+
+MARKER = "# {mark} qqrelay egress lock"
+RULES = ("*filter\n# BEGIN qqrelay egress lock\n-A out -j ACCEPT\n# END qqrelay egress lock\n"
+         "COMMIT\n")
+
+
+@pytest.mark.parametrize(("text", "block", "differs"), [
+    (RULES, "-A out -j ACCEPT", False),
+    (RULES, "-A out -j ACCEPT\n", False),
+    (RULES, "-A out -j REJECT", True),
+    ("*filter\nCOMMIT\n", "-A out -j ACCEPT", True),
+    (None, "-A out -j ACCEPT", True),
+    (RULES, "", True),  # no lock: the markers must go
+    ("*filter\nCOMMIT\n", "", False),
+])
+def test_a_block_is_written_only_where_blockinfile_would_change_it(text, block, differs) -> None:
+    assert converge.block_differs(text, MARKER, block) is differs
+    entry = {"path": "/etc/ufw/before.rules", "block": block}
+    assert converge.blocks_to_write([entry], {entry["path"]: text}, MARKER) == (
+        [entry] if differs else [])
+
+
+def test_debconf_answers_that_differ() -> None:
+    shown = "* postfix/main_mailer_type: No configuration\n  postfix/mailname: old.example\n"
+    wanted = [{"question": "postfix/main_mailer_type", "value": "No configuration"},
+              {"question": "postfix/mailname", "value": "relay.example"}]
+    assert converge.debconf_differs(wanted, shown) == wanted[1:]
+    assert converge.debconf_differs(wanted, "") == wanted
+
+
+def test_postconf_settings_and_packages_and_units() -> None:
+    assert converge.postconf_settings("maillog_file = /var/log/postfix.log\n") == {
+        "maillog_file": "/var/log/postfix.log"}
+    shown = "postfix installed\nca-certificates installed\nlibsasl2-modules config-files\n"
+    assert converge.missing_packages(["postfix", "libsasl2-modules", "ufw"], shown) == [
+        "libsasl2-modules", "ufw"]
+    units = converge.systemd_units(
+        "Id=postfix.service\nActiveState=active\nUnitFileState=enabled\n\n"
+        "Id=qqrelay-budget.timer\nActiveState=inactive\nUnitFileState=enabled\n\n"
+        "Id=qqrelay-budget.path\nActiveState=inactive\nUnitFileState=\n")
+    assert converge.units_to_start(
+        ["postfix", "qqrelay-budget.timer", "qqrelay-budget.path", "missing.service"], units) == [
+        "qqrelay-budget.timer", "qqrelay-budget.path", "missing.service"]
