@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from qqrelay.demo import shared
 from qqrelay.testing import module_count_env
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".bench"  # inventory and certificates; removed unless --keep
+STATE = ROOT / ".bench"  # inventory and certificates; removed unless --keep (git-ignored)
 NETWORK = "qqrelay-bench"
 SUBNET = "172.30.210.0/24"
 UPSTREAM = "qqrelay-bench-upstream"
@@ -67,10 +69,16 @@ def write_state(relays: list[str]) -> tuple[Path, str]:
     return inventory, f"@{extra}"
 
 
+CPU: dict[float, float] = {}  # wall time of a run -> CPU seconds of the controller's side
+
+
 def playbook(inventory: Path, path: Path, *extra: str, env: dict[str, str] | None = None,
              unchanged: bool = False) -> float:
-    """Run a playbook quietly; its wall time in seconds. Exits with its output when it
-    fails, or when ``unchanged`` and it changed something (a re-run must not)."""
+    """Run a playbook quietly; its wall time in seconds (and in CPU, the CPU time of
+    ansible-playbook, its workers and the docker CLI, not of the containers or dockerd).
+    Exits with its output when it fails, or when ``unchanged`` and it changed something
+    (a re-run must not)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     result = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(path), *extra], cwd=ROOT,
@@ -78,6 +86,8 @@ def playbook(inventory: Path, path: Path, *extra: str, env: dict[str, str] | Non
         env={**os.environ, "MOLECULE_PROJECT_DIRECTORY": str(ROOT), "ANSIBLE_NOCOLOR": "1",
              **(env or {})})
     elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[elapsed] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     recap = result.stdout.split("PLAY RECAP")[-1]
     if result.returncode or (unchanged and re.search(r"changed=[1-9]", recap)):
         sys.exit(f"bench: {path.name} {' '.join(extra)} failed or changed something:\n"
@@ -91,7 +101,9 @@ def site(inventory: Path, limit: str, env: dict[str, str] | None = None,
 
 
 def figures(times: list[float]) -> str:
-    return f"{statistics.median(times):7.1f} s   ({', '.join(f'{t:.1f}' for t in times)})"
+    cpu = statistics.median(CPU[t] for t in times)
+    return (f"{statistics.median(times):7.1f} s   ({', '.join(f'{t:.1f}' for t in times)};"
+            f" controller CPU {cpu:.1f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             playbook(inventory, shared("destroy.yml"), "-e", platforms)
+            shutil.rmtree(STATE)
     ratio = statistics.median(fleet) / statistics.median(rerun)
     tasks = ", ".join(task.split(" | ", 1)[1] for task in sorted(counted["tasks"]))
     print(f"""
