@@ -69,13 +69,10 @@ def write_state(relays: list[str]) -> tuple[Path, str]:
     return inventory, f"@{extra}"
 
 
-CPU: dict[float, float] = {}  # wall time of a run -> CPU seconds of the controller's side
-
-
 def playbook(inventory: Path, path: Path, *extra: str, env: dict[str, str] | None = None,
-             unchanged: bool = False) -> float:
-    """Run a playbook quietly; its wall time in seconds (and in CPU, the CPU time of
-    ansible-playbook, its workers and the docker CLI, not of the containers or dockerd).
+             unchanged: bool = False) -> tuple[float, float]:
+    """Run a playbook quietly; its wall time and the controller's CPU time in seconds
+    (ansible-playbook, its workers and the docker CLI; not the containers nor dockerd).
     Exits with its output when it fails, or when ``unchanged`` and it changed something
     (a re-run must not)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -87,21 +84,23 @@ def playbook(inventory: Path, path: Path, *extra: str, env: dict[str, str] | Non
              **(env or {})})
     elapsed = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU[elapsed] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     recap = result.stdout.split("PLAY RECAP")[-1]
     if result.returncode or (unchanged and re.search(r"changed=[1-9]", recap)):
         sys.exit(f"bench: {path.name} {' '.join(extra)} failed or changed something:\n"
                  f"{result.stdout[-4000:]}{result.stderr[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def site(inventory: Path, limit: str, env: dict[str, str] | None = None,
-         unchanged: bool = False) -> float:
+         unchanged: bool = False) -> tuple[float, float]:
     return playbook(inventory, SITE, "--limit", limit, env=env, unchanged=unchanged)
 
 
-def figures(times: list[float]) -> str:
-    cpu = statistics.median(CPU[t] for t in times)
+def figures(runs: list[tuple[float, float]]) -> str:
+    """Median wall time, each run's, and the median controller CPU time."""
+    times = [wall for wall, _ in runs]
+    cpu = statistics.median(cpu for _, cpu in runs)
     return (f"{statistics.median(times):7.1f} s   ({', '.join(f'{t:.1f}' for t in times)};"
             f" controller CPU {cpu:.1f} s)")
 
@@ -131,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             playbook(inventory, shared("destroy.yml"), "-e", platforms)
             shutil.rmtree(STATE)
-    ratio = statistics.median(fleet) / statistics.median(rerun)
+    ratio = statistics.median(wall for wall, _ in fleet) / statistics.median(
+        wall for wall, _ in rerun)
     tasks = ", ".join(task.split(" | ", 1)[1] for task in sorted(counted["tasks"]))
     print(f"""
 site.yml on Debian 12 containers (docker connection), medians of 3:
