@@ -13,11 +13,12 @@ def _checksum(content: object) -> str:
     return hashlib.sha1(str(content).encode("utf-8")).hexdigest()
 
 
-def files_to_write(files: list, probed: dict) -> list:
+def files_to_write(files: list, probed: dict, together: bool = False) -> list:
     """The entries of ``files`` ({dest, content, mode, owner, group}) that differ on the host.
 
     ``probed`` is the ``files`` result of qqrelay_probe: an entry is kept when its file is
-    missing, or has other content, mode, owner or group than the entry asks for.
+    missing, or has other content, mode, owner or group than the entry asks for. With
+    ``together``, files that are only written as a set: all of them when one differs.
     """
     differ = []
     for entry in files:
@@ -27,7 +28,7 @@ def files_to_write(files: list, probed: dict) -> list:
                   "owner": entry.get("owner", "root"), "group": entry.get("group", "root")}
         if not state.get("exists") or any(state.get(k) != v for k, v in wanted.items()):
             differ.append(entry)
-    return differ
+    return list(files) if together and differ else differ
 
 
 def metadata_differs(state: dict, mode: str, owner: str, group: str) -> bool:

@@ -160,6 +160,15 @@ def test_a_file_is_written_only_where_it_differs(state: dict, written: bool) -> 
     assert converge.files_to_write([entry], state) == ([entry] if written else [])
 
 
+def test_files_written_together_are_all_written_when_one_differs() -> None:
+    same = {"dest": "/etc/mailname", "content": CONTENT}
+    other = {"dest": "/etc/postfix/main.cf", "content": "changed"}
+    state = {**probed(), "/etc/postfix/main.cf": probed()["/etc/mailname"]}
+    assert converge.files_to_write([same, other], state, together=True) == [same, other]
+    assert converge.files_to_write([same, other], state) == [other]
+    assert converge.files_to_write([same], state, together=True) == []
+
+
 def test_a_file_mode_is_compared_in_four_digits() -> None:
     entry = {"dest": "/etc/mailname", "content": CONTENT, "mode": "600"}
     assert converge.files_to_write([entry], probed(mode="0600")) == []
