@@ -218,3 +218,35 @@ def test_postconf_settings_and_packages_and_units() -> None:
     assert converge.units_to_start(
         ["postfix", "qqrelay-budget.timer", "qqrelay-budget.path", "missing.service"], units) == [
         "qqrelay-budget.timer", "qqrelay-budget.path", "missing.service"]
+
+
+inputs = plugin("qqrelay_inputs")
+TEAM = {"account": "team@qq.com", "authorization_code": "hvbwkqzmtrplxncd", "senders": ["@a.test"]}
+
+
+@pytest.mark.parametrize(("changes", "valid"), [
+    ({}, True),
+    ({"senders": ["app@a.test", "@b.test"]}, True),
+    ({"account": "team.qq.com"}, False),
+    ({"authorization_code": "short"}, False),
+    ({"authorization_code": "hvbwkqzm trplxncd"}, False),
+    ({"authorization_code": None}, False),
+    ({"senders": []}, False),
+    ({"senders": ["not a sender"]}, False),
+    ({"senders": "@a.test"}, False),
+])
+def test_a_sender_account_needs_address_code_and_senders(changes: dict, valid: bool) -> None:
+    entries = [TEAM, {**TEAM, **changes}]
+    assert inputs.invalid_sender_accounts(entries) == ([] if valid else
+                                                       ["postfix_relay_sender_accounts[1]"])
+
+
+@pytest.mark.parametrize(("settings", "bad"), [
+    ({"smtpd_banner": "$myhostname ESMTP", "message_size_limit": 1000}, []),
+    ({"smtpd_helo_required": False}, ["v.smtpd_helo_required (got false)"]),
+    ({"smtpd_banner": "hello\nrelayhost = x"}, ['v.smtpd_banner (got "hello\\nrelayhost = x")']),
+    ({"Bad Name": "1"}, ['v.Bad Name (got "1")']),
+    ({"smtpd_client_restrictions": ["a"]}, ['v.smtpd_client_restrictions (got ["a"])']),
+])
+def test_main_cf_settings_are_names_with_one_line_values(settings: dict, bad: list) -> None:
+    assert inputs.invalid_settings(settings, "v") == bad
