@@ -64,6 +64,38 @@ def test_a_converged_rerun_only_reads_each_relay(instances, tmp_path) -> None:
                        "mail_logs : Read the state of the logs"}, ran
 
 
+# What a converged relay's probe compares, changed by hand: each must be put back by the
+# next run, which then finds nothing more to do.
+DRIFT = [
+    "echo '/^drift@/ drift@qq.com' >> /etc/postfix/sender_canonical",  # a lookup table
+    "chmod 0644 /etc/postfix/sasl_passwd",  # the credentials' mode
+    "postconf -e smtpd_banner=drift",  # main.cf
+    "systemctl stop qqrelay-budget.timer",  # a watcher of the budgets
+    "ufw --force delete 1",  # a declared rule (the first: SSH)
+    "ufw allow 2222/tcp comment qqrelay",  # a rule of ours the inventory does not declare
+    "ufw default allow incoming",  # the default policy
+]
+STATE_OF_RELAY = ("md5sum /etc/postfix/sender_canonical /etc/postfix/main.cf;"
+                  " stat -c '%a %U' /etc/postfix/sasl_passwd;"
+                  " systemctl is-active qqrelay-budget.timer; ufw status verbose | sort")
+
+
+def test_a_rerun_puts_back_what_was_changed_by_hand(relay) -> None:
+    name = relay.backend.name
+    converged = relay.check_output(STATE_OF_RELAY)
+    for command in DRIFT:
+        relay.check_output(command)
+    assert relay.check_output(STATE_OF_RELAY) != converged
+    repaired = run_playbook(SITE, name, {})
+    output = repaired.stdout + repaired.stderr
+    assert repaired.returncode == 0, output[-3000:]
+    assert relay.check_output(STATE_OF_RELAY) == converged
+    again = run_playbook(SITE, name, {})
+    recap = (again.stdout + again.stderr).split("PLAY RECAP")[-1]
+    assert again.returncode == 0, recap
+    assert re.search(rf"^{name}\s+:.* changed=0 ", recap, re.M), recap
+
+
 def test_check_mode_on_a_fresh_host_runs_to_the_end(client) -> None:
     """site.yml --check on a host with nothing installed (the client's container)."""
     result, = run_cases(SITE, "relays", client.backend.name, [{}], options=("--check",))
