@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         wall for wall, _ in rerun)
     tasks = ", ".join(task.split(" | ", 1)[1] for task in sorted(counted["tasks"]))
     print(f"""
-site.yml on Debian 12 containers (docker connection), medians of 3:
+site.yml on Debian 12 containers (docker connection, {os.cpu_count()} CPUs shared by the
+controller and the relays), medians of 3:
   fresh converge, 1 relay       {figures(fresh)}
   re-run, 1 relay               {figures(rerun)}
   module executions, re-run     {counted['total']:7d}     ({tasks})
