@@ -71,7 +71,7 @@ DRIFT = [
     "chmod 0644 /etc/postfix/sasl_passwd",  # the credentials' mode
     "postconf -e smtpd_banner=drift",  # main.cf
     "systemctl stop qqrelay-budget.timer",  # a watcher of the budgets
-    "ufw --force delete 1",  # a declared rule (the first: SSH)
+    "ufw --force delete 1",  # a declared rule (rule 1: every ufw rule here is declared)
     "ufw allow 2222/tcp comment qqrelay",  # a rule of ours the inventory does not declare
     "ufw default allow incoming",  # the default policy
 ]
