@@ -46,7 +46,9 @@ FREQUENCY_LIMITED = "550 Connection frequency limited"
 CONTENT_REJECTED = "550 The mail may contain inappropriate words or content."
 QQ_MAX_SIZE = 73400320
 
-FAULT_MODES = ("normal", "down", "slow", "rate-limit", "reject-content", "impostor")
+FAULT_MODES = (
+    "normal", "down", "slow", "rate-limit", "reject-content", "impostor", "reject-login",
+)
 FAULTS_FILE = "faults.json"
 RECORD_FILE = "record.jsonl"
 
@@ -222,8 +224,11 @@ class FakeQQ:
         if ready is not None:
             ready()
         stop = stop or asyncio.Event()
+        mode = self.faults.current().mode
         while not stop.is_set():
-            mode = self.faults.current().mode
+            mode, previous = self.faults.current().mode, mode
+            if mode == "reject-login" != previous:  # codes revoked: logged-in sessions end
+                self.drop_sessions("reject-login")
             down = mode == "down"
             wanted_tls = self.impostor_tls if mode == "impostor" else self.genuine_tls
             if wanted_tls is None:
@@ -263,7 +268,9 @@ class FakeQQ:
             return AuthResult(success=False, handled=False, message=AUTH_FAILED)
         login = auth_data.login.decode("utf-8", "replace")
         code = auth_data.password.decode("utf-8", "replace")
-        ok = self.config.accounts.get(login) == code
+        # reject-login: QQ refusing every code (a revoked one, or the SMTP service off).
+        ok = (self.config.accounts.get(login) == code
+              and self.faults.current().mode != "reject-login")
         self.recorder.event(
             "auth", session=server.session_id, mechanism=mechanism, login=login, success=ok
         )

@@ -255,6 +255,24 @@ def test_reject_content_mode(upstream: Running) -> None:
     assert upstream.record("refused")[0]["stage"] == "data"
 
 
+def test_reject_login_mode_refuses_every_code(upstream: Running) -> None:
+    logged_in = upstream.implicit()
+    logged_in.login(ACCOUNT, CODE)
+    upstream.fault("reject-login")
+    with pytest.raises(smtplib.SMTPServerDisconnected):  # the codes' sessions end too
+        logged_in.noop()
+    with upstream.implicit() as client, pytest.raises(smtplib.SMTPAuthenticationError) as error:
+        client.login(ACCOUNT, CODE)
+    assert error.value.smtp_code == 535
+    upstream.fault("normal")
+    with upstream.implicit() as client:
+        client.login(ACCOUNT, CODE)
+    _, *refused, accepted = [e["success"] for e in upstream.record("auth")]
+    assert refused
+    assert not any(refused)
+    assert accepted
+
+
 def test_untrusted_client_sees_certificate_failure(upstream: Running, pki: Path) -> None:
     stranger = ssl.create_default_context()  # the system CAs do not know the test CA
     with pytest.raises(ssl.SSLCertVerificationError):
