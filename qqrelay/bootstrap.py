@@ -5,7 +5,9 @@
 2. A Docker daemon that answers (see ``qqrelay.dockerd``).
 3. The virtual environment ``.venv`` with the pinned requirements and this project;
    reinstalled only when requirements.txt or pyproject.toml changed.
-4. The local test images (see ``qqrelay.images``).
+4. ``promtool`` in ``.venv/bin``, taken from Debian's ``prometheus`` package without
+   installing it (no Prometheus server starts on this machine), for the alert rules' tests.
+5. The local test images (see ``qqrelay.images``).
 
 Run it with the machine's python3: ``python3 -m qqrelay.bootstrap``. Standard library only.
 """
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +79,24 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted + "\n")
 
 
+def ensure_promtool() -> None:
+    promtool = VENV / "bin" / "promtool"
+    if promtool.exists():
+        print("[setup] promtool is in place", flush=True)
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    download = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", "prometheus"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if subprocess.run(download, cwd=tmp, check=False).returncode != 0:
+            subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)  # no package lists yet
+            subprocess.run(download, cwd=tmp, check=True)
+        package = next(Path(tmp).glob("prometheus_*.deb"))
+        files = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(package)],
+                               capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp, "./usr/bin/promtool"], input=files, check=True)
+        shutil.move(Path(tmp) / "usr" / "bin" / "promtool", promtool)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m qqrelay.bootstrap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Debian packages", install_packages),
         ("Docker daemon", dockerd.ensure),
         ("virtual environment", ensure_venv),
+        ("promtool", ensure_promtool),
     ):
         started = time.monotonic()
         action()

@@ -1,0 +1,51 @@
+"""Filters that wire a Prometheus server to the relays (relay_prometheus role)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def scrape_target(host: str, hostvars: Any, port_variable: str, default_port: int) -> dict:
+    """A static_configs entry for one relay's endpoint, labelled ``relay``.
+
+    The address is the relay's ``relay_metrics_scrape_host``, else its ``ansible_host``,
+    else its inventory name; the port its ``port_variable``, else ``default_port``.
+    """
+    relay = hostvars[host]
+    address = relay.get("relay_metrics_scrape_host") or relay.get("ansible_host") or host
+    if ":" in str(address):
+        address = f"[{address}]"
+    port = relay.get(port_variable) or default_port
+    return {"targets": [f"{address}:{port}"], "labels": {"relay": host}}
+
+
+def prometheus_config(config: dict | None, jobs: list[dict], rules_file: str) -> dict:
+    """``config`` with ``jobs`` in place of any scrape job of the same name, and
+    ``rules_file`` in rule_files; everything else as it was."""
+    merged = dict(config or {})
+    names = {job["job_name"] for job in jobs}
+    merged["scrape_configs"] = [job for job in merged.get("scrape_configs") or []
+                                if job.get("job_name") not in names] + list(jobs)
+    rule_files = list(merged.get("rule_files") or [])
+    if rules_file not in rule_files:
+        rule_files.append(rules_file)
+    merged["rule_files"] = rule_files
+    return merged
+
+
+def invalid_durations(durations: dict) -> list[str]:
+    """The ``name=value`` of the entries that are not Prometheus durations (30s, 15m…)."""
+    return [f"{name}={value}" for name, value in durations.items()
+            if not DURATION.match(str(value))]
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {
+            "qqrelay_scrape_target": scrape_target,
+            "qqrelay_prometheus_config": prometheus_config,
+            "qqrelay_invalid_durations": invalid_durations,
+        }

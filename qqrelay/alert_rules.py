@@ -1,0 +1,57 @@
+"""The alert rules file users load as is, rendered from the relay_prometheus role.
+
+``python -m qqrelay.alert_rules`` writes ``monitoring/qqrelay.rules.yml`` from the role's
+template and its defaults (the thresholds); ``--check`` only reports whether the file is
+current (a unit test runs it, and ``promtool test rules`` tests that file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jinja2
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLE = ROOT / "roles" / "relay_prometheus"
+TEMPLATE = ROLE / "templates" / "qqrelay.rules.yml.j2"
+RULES = ROOT / "monitoring" / "qqrelay.rules.yml"
+MANAGED = ("Rendered with the role's default thresholds by python -m qqrelay.alert_rules; "
+           "do not edit")
+
+
+def render(overrides: dict | None = None) -> str:
+    """The rules file for the role's defaults, with ``overrides`` over them."""
+    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values.update(overrides or {}, ansible_managed=MANAGED)
+    source = TEMPLATE.read_text()
+    header, body = source.split("\n", 1)  # Ansible's "#jinja2:" delimiter line
+    options = dict(item.split(":", 1) for item in header.removeprefix("#jinja2:").split(", "))
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        **{key: value.strip("'") for key, value in options.items()},
+    )
+    return environment.from_string(body).render(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qqrelay.alert_rules", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only say whether it is current")
+    args = parser.parse_args(argv)
+    wanted = render()
+    current = RULES.read_text() if RULES.exists() else ""
+    if args.check:
+        if current != wanted:
+            print(f"{RULES.relative_to(ROOT)} is out of date: run python -m qqrelay.alert_rules")
+            return 1
+        return 0
+    RULES.parent.mkdir(exist_ok=True)
+    RULES.write_text(wanted)
+    print(f"written: {RULES.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
