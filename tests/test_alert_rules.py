@@ -31,7 +31,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     cases = [case for test in yaml.safe_load(CASES.read_text())["tests"]
              for case in test["alert_rule_test"]]
     for rule in rules:
-        outcomes = {bool(case["exp_alerts"]) for case in cases if case["alertname"] == rule["alert"]}
+        outcomes = {bool(case["exp_alerts"]) for case in cases
+                    if case["alertname"] == rule["alert"]}
         assert outcomes == {True, False}, rule["alert"]
 
 

@@ -1,0 +1,135 @@
+"""Monitoring: what the relay does reaches a real Prometheus (Debian's package, wired by
+playbooks/prometheus.yml), and the toolkit's alerts fire on the faults they name and
+resolve after. Everything is read through Prometheus' HTTP API."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from qqrelay.testing import assert_left_as, can_connect, relay_mail, wait_until
+
+RELAY_IP = "172.30.106.2"
+RELAY = "mon-relay"  # the label `relay` of the relay's series: its inventory name
+PORTS = (9154, 3903)  # relay_metrics_exporter_port, relay_metrics_mtail_port
+# Shortened in molecule.yml: rules every 2 s, events counted over 30 s, no pending time
+# for them, 4 s for the queue; the first scrape after an event is at most 2 s later.
+ALERT_TIMEOUT = 60
+
+
+class Prometheus:
+    """Prometheus' HTTP API, asked from inside its container."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+
+    def api(self, path: str) -> Any:
+        probe = ("import json, sys, urllib.request; "
+                 "print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/' + sys.argv[1], "
+                 "timeout=10).read().decode())")
+        answer = json.loads(self.host.check_output(f"python3 -c {shlex.quote(probe)} "
+                                                   f"{shlex.quote(path)}"))
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def value(self, expression: str) -> float | None:
+        """The value of an expression that has one series, or None when it has none."""
+        result = self.api(f"query?query={quote(expression)}")["result"]
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    def firing(self, alert: str) -> list[dict[str, Any]]:
+        """The firing alerts named ``alert`` of the relay."""
+        return [a for a in self.api("alerts")["alerts"]
+                if a["labels"]["alertname"] == alert and a["state"] == "firing"
+                and a["labels"].get("relay", RELAY) == RELAY]
+
+    def wait_firing(self, alert: str) -> dict[str, Any]:
+        return wait_until(lambda: self.firing(alert), ALERT_TIMEOUT, f"{alert} to fire")[0]
+
+    def wait_resolved(self, alert: str) -> None:
+        wait_until(lambda: not self.firing(alert), ALERT_TIMEOUT, f"{alert} to resolve")
+
+
+@pytest.fixture(scope="module")
+def prometheus(instances: dict[str, list[Any]]) -> Prometheus:
+    found = Prometheus(instances["prometheus"][0])
+    wait_until(lambda: found.value(f'count(up{{relay="{RELAY}"}} == 1)') == 2, 60,
+               "Prometheus to scrape the exporter and mtail")
+    return found
+
+
+def flush_and_wait(relay: Any, upstream: Any, tokens: list[str]) -> None:
+    """Flush the relay's queue; every message of ``tokens`` reaches the upstream."""
+    relay.check_output("postqueue -f")
+    upstream.wait_for_all(tokens, timeout=120)
+
+
+def test_both_endpoints_are_scraped_with_the_rules_loaded(prometheus: Prometheus) -> None:
+    assert prometheus.value(f'sum(up{{relay="{RELAY}"}})') == 2
+    groups = prometheus.api("rules")["groups"]
+    assert [group["name"] for group in groups] == ["qqrelay"]
+    assert len(groups[0]["rules"]) == 9
+
+
+def test_five_messages_grow_the_delivered_counter_by_five(
+        prometheus: Prometheus, client: Any, normal_upstream: Any, settings: dict) -> None:
+    delivered = f'qqrelay_delivered_total{{relay="{RELAY}"}}'
+    received = f'qqrelay_received_total{{relay="{RELAY}"}}'
+    before = {name: prometheus.value(name) for name in (delivered, received)}
+    sent = relay_mail(client, RELAY_IP, count=5)
+    for message in normal_upstream.wait_for_all(sent["tokens"], timeout=120):
+        assert_left_as(message, settings["qqrelay_test_account"])
+    wait_until(lambda: prometheus.value(delivered) == before[delivered] + 5, 30,
+               "5 more deliveries in Prometheus")
+    assert prometheus.value(received) == before[received] + 5
+    assert prometheus.value(f'qqrelay_deliveries_total{{relay="{RELAY}", transport="account0", '
+                            f'status="sent"}}') >= 5
+
+
+def test_metrics_are_closed_to_everyone_but_the_scrapers(instances: dict, client: Any) -> None:
+    # The client may send mail (it is in the client networks), not read metrics.
+    scraper = instances["prometheus"][0]
+    for port in PORTS:
+        assert can_connect(scraper, RELAY_IP, port)
+        assert not can_connect(client, RELAY_IP, port)
+
+
+def test_the_queue_alert_fires_while_the_upstream_is_down(
+        prometheus: Prometheus, relay: Any, client: Any, normal_upstream: Any) -> None:
+    normal_upstream.fault("down")
+    tokens = [relay_mail(client, RELAY_IP)["token"] for _ in range(2)]
+    alert = prometheus.wait_firing("QQRelayMailWaiting")  # older than 10 s, for 4 s
+    assert alert["annotations"]["summary"].startswith("2 messages on relay mon-relay")
+    normal_upstream.fault("normal")
+    flush_and_wait(relay, normal_upstream, tokens)
+    prometheus.wait_resolved("QQRelayMailWaiting")
+
+
+def test_the_throttling_alert_fires_and_nothing_is_lost(
+        prometheus: Prometheus, relay: Any, client: Any, normal_upstream: Any) -> None:
+    normal_upstream.fault("rate-limit", per_minute=1)
+    tokens = [relay_mail(client, RELAY_IP)["token"] for _ in range(3)]
+    prometheus.wait_firing("QQRelayUpstreamThrottling")
+    normal_upstream.fault("normal")
+    flush_and_wait(relay, normal_upstream, tokens)
+    prometheus.wait_resolved("QQRelayUpstreamThrottling")
+
+
+# Last: the relay remembers a refused code for an hour (smtp_sasl_auth_cache_time), so the
+# message it defers stays queued after the fake accepts the code again.
+def test_the_login_alert_fires_on_535_and_resolves(
+        prometheus: Prometheus, relay: Any, client: Any, normal_upstream: Any) -> None:
+    normal_upstream.fault("reject-login")
+    started = time.time()
+    relay_mail(client, RELAY_IP)
+    alert = prometheus.wait_firing("QQRelayUpstreamLoginRefused")
+    assert "535" in alert["annotations"]["summary"]
+    assert [e for e in normal_upstream.events("auth", since=started) if not e["success"]]
+    normal_upstream.fault("normal")
+    prometheus.wait_resolved("QQRelayUpstreamLoginRefused")  # no refusal for 30 s
