@@ -92,12 +92,15 @@ def test_five_messages_grow_the_delivered_counter_by_five(
                             f'status="sent"}}') >= 5
 
 
-def test_metrics_are_closed_to_everyone_but_the_scrapers(instances: dict, client: Any) -> None:
-    # The client may send mail (it is in the client networks), not read metrics.
+def test_each_port_is_open_to_its_own_networks_only(instances: dict, client: Any) -> None:
+    # The client may send mail (it is in the client networks), not read metrics; the
+    # scraper may read metrics, not send mail.
     scraper = instances["prometheus"][0]
     for port in PORTS:
         assert can_connect(scraper, RELAY_IP, port)
         assert not can_connect(client, RELAY_IP, port)
+    assert can_connect(client, RELAY_IP, 25)
+    assert not can_connect(scraper, RELAY_IP, 25)
 
 
 def test_the_queue_alert_fires_while_the_upstream_is_down(
