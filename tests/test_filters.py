@@ -250,3 +250,38 @@ def test_a_sender_account_needs_address_code_and_senders(changes: dict, valid: b
 ])
 def test_main_cf_settings_are_names_with_one_line_values(settings: dict, bad: list) -> None:
     assert inputs.invalid_settings(settings, "v") == bad
+
+
+prometheus = plugin("qqrelay_prometheus")
+
+
+def test_a_relay_is_scraped_at_its_address_and_labelled_with_its_name() -> None:
+    hostvars = {"r1": {"ansible_host": "192.0.2.5"}, "r2": {},
+                "r3": {"relay_metrics_scrape_host": "2001:db8::3", "ansible_host": "10.0.0.3",
+                       "relay_metrics_mtail_port": 13903}}
+    targets = [prometheus.scrape_target(host, hostvars, "relay_metrics_mtail_port", 3903)
+               for host in ("r1", "r2", "r3")]
+    assert targets == [
+        {"targets": ["192.0.2.5:3903"], "labels": {"relay": "r1"}},
+        {"targets": ["r2:3903"], "labels": {"relay": "r2"}},
+        {"targets": ["[2001:db8::3]:13903"], "labels": {"relay": "r3"}},
+    ]
+
+
+def test_the_relay_jobs_replace_their_namesakes_and_keep_the_rest() -> None:
+    config = {"global": {"scrape_interval": "15s"}, "rule_files": ["/etc/prometheus/own.yml"],
+              "scrape_configs": [{"job_name": "node"}, {"job_name": "qqrelay_mtail", "old": 1}]}
+    jobs = [{"job_name": "qqrelay_postfix"}, {"job_name": "qqrelay_mtail"}]
+    merged = prometheus.prometheus_config(config, jobs, "/etc/prometheus/qqrelay.rules.yml")
+    assert merged == {
+        "global": {"scrape_interval": "15s"},
+        "rule_files": ["/etc/prometheus/own.yml", "/etc/prometheus/qqrelay.rules.yml"],
+        "scrape_configs": [{"job_name": "node"}, *jobs],
+    }
+    assert prometheus.prometheus_config(merged, jobs, "/etc/prometheus/qqrelay.rules.yml") == merged
+    assert prometheus.prometheus_config(None, jobs, "r.yml")["scrape_configs"] == jobs
+
+
+def test_durations_are_prometheus_durations() -> None:
+    durations = {"a": "15s", "b": "1h30m", "c": "0s", "d": "15", "e": "2 m", "f": 5}
+    assert prometheus.invalid_durations(durations) == ["d=15", "e=2 m", "f=5"]
