@@ -5,15 +5,18 @@ resolve after. Everything is read through Prometheus' HTTP API."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from qqrelay.testing import assert_left_as, can_connect, relay_mail, wait_until
+from qqrelay.testing import assert_left_as, can_connect, relay_mail, run_playbook, wait_until
 
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 RELAY_IP = "172.30.106.2"
 RELAY = "mon-relay"  # the label `relay` of the relay's series: its inventory name
 PORTS = (9154, 3903)  # relay_metrics_exporter_port, relay_metrics_mtail_port
@@ -101,6 +104,15 @@ def test_each_port_is_open_to_its_own_networks_only(instances: dict, client: Any
         assert not can_connect(client, RELAY_IP, port)
     assert can_connect(client, RELAY_IP, 25)
     assert not can_connect(scraper, RELAY_IP, 25)
+
+
+@pytest.mark.parametrize(("playbook", "host"), [("site.yml", "mon-relay"),
+                                                ("prometheus.yml", "mon-prometheus")])
+def test_check_mode_on_the_converged_hosts_changes_nothing(playbook: str, host: str) -> None:
+    result = run_playbook(PLAYBOOKS / playbook, host, {}, options=("--check", "--diff"))
+    recap = result.stdout.split("PLAY RECAP")[-1]
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(rf"^{host}\s+:.* changed=0 ", recap, re.MULTILINE), recap
 
 
 def test_the_queue_alert_fires_while_the_upstream_is_down(
