@@ -44,3 +44,18 @@ def test_smoke_comes_first_and_the_longest_next() -> None:
 def test_unknown_distro_is_refused() -> None:
     with pytest.raises(SystemExit):
         scenarios.main(["--distros", "debian10"])
+
+
+def test_a_scenario_is_skipped_on_a_distro_its_roles_refuse(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setattr(scenarios, "LOGS", tmp_path)
+    ran: list[tuple[str, str]] = []
+
+    def fake_run(scenario: str, distro: str) -> tuple[bool, float]:
+        (tmp_path / f"{scenario}-{distro}.log").write_text("")
+        ran.append((scenario, distro))
+        return True, 0.0
+
+    monkeypatch.setattr(scenarios, "run", fake_run)
+    assert scenarios.main(["monitoring", "smoke", "--distros", "debian11 debian12"]) == 0
+    assert sorted(ran) == [("monitoring", "debian12"), ("smoke", "debian11"), ("smoke", "debian12")]
+    assert "monitoring on debian11: not supported, skipped" in capsys.readouterr().out
