@@ -5,8 +5,9 @@
 2. A Docker daemon that answers (see ``qqrelay.dockerd``).
 3. The virtual environment ``.venv`` with the pinned requirements and this project;
    reinstalled only when requirements.txt or pyproject.toml changed.
-4. ``promtool`` in ``.venv/bin``, taken from Debian's ``prometheus`` package without
-   installing it (no Prometheus server starts on this machine), for the alert rules' tests.
+4. ``promtool`` and ``mtail`` in ``.venv/bin``, taken from Debian's ``prometheus`` and
+   ``mtail`` packages without installing them (no daemon starts on this machine), for the
+   tests of the alert rules and of the mtail program.
 5. The local test images (see ``qqrelay.images``).
 
 Run it with the machine's python3: ``python3 -m qqrelay.bootstrap``. Standard library only.
@@ -79,22 +80,28 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted + "\n")
 
 
-def ensure_promtool() -> None:
-    promtool = VENV / "bin" / "promtool"
-    if promtool.exists():
-        print("[setup] promtool is in place", flush=True)
-        return
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    download = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", "prometheus"]
-    with tempfile.TemporaryDirectory() as tmp:
-        if subprocess.run(download, cwd=tmp, check=False).returncode != 0:
-            subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)  # no package lists yet
-            subprocess.run(download, cwd=tmp, check=True)
-        package = next(Path(tmp).glob("prometheus_*.deb"))
-        files = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(package)],
-                               capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp, "./usr/bin/promtool"], input=files, check=True)
-        shutil.move(Path(tmp) / "usr" / "bin" / "promtool", promtool)
+# Programs the unit tests run, from the Debian package that has them.
+DEBIAN_PROGRAMS = {"promtool": "prometheus", "mtail": "mtail"}
+
+
+def ensure_programs() -> None:
+    for program, package in DEBIAN_PROGRAMS.items():
+        target = VENV / "bin" / program
+        if target.exists():
+            print(f"[setup] {program} is in place", flush=True)
+            continue
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        download = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package]
+        with tempfile.TemporaryDirectory() as tmp:
+            if subprocess.run(download, cwd=tmp, check=False).returncode != 0:
+                subprocess.run([*sudo, "apt-get", "update", "-q"], check=True)  # no lists yet
+                subprocess.run(download, cwd=tmp, check=True)
+            deb = next(Path(tmp).glob(f"{package}_*.deb"))
+            files = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)],
+                                   capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", tmp, f"./usr/bin/{program}"], input=files,
+                           check=True)
+            shutil.move(Path(tmp) / "usr" / "bin" / program, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Debian packages", install_packages),
         ("Docker daemon", dockerd.ensure),
         ("virtual environment", ensure_venv),
-        ("promtool", ensure_promtool),
+        ("promtool and mtail", ensure_programs),
     ):
         started = time.monotonic()
         action()
