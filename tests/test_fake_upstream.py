@@ -2,84 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from conftest import ACCOUNT, CODE, Running
 
 from qqrelay import fake_upstream as fq
-from qqrelay.testca import write_test_pki
-
-ACCOUNT = "relay@qq.com"
-CODE = "abcdefghijklmnop"
-NAME = "smtp.qq.test"
-
-
-@dataclass
-class Running:
-    state_dir: Path
-    tls: ssl.SSLContext
-    implicit_port: int
-    starttls_port: int
-
-    def fault(self, mode: str, **options: float) -> None:
-        fq.set_fault(self.state_dir, fq.Faults(mode, **options))
-        time.sleep(0.5)  # the server polls the switch every 0.2 s
-
-    def record(self, kind: str | None = None) -> list[dict]:
-        events = fq.read_record(self.state_dir)
-        return [e for e in events if kind is None or e["event"] == kind]
-
-    def implicit(self) -> smtplib.SMTP_SSL:
-        client = smtplib.SMTP_SSL("127.0.0.1", self.implicit_port, context=self.tls, timeout=10)
-        client.ehlo("relay.test")
-        return client
-
-    def starttls(self) -> smtplib.SMTP:
-        client = smtplib.SMTP("127.0.0.1", self.starttls_port, timeout=10)
-        client.ehlo("relay.test")
-        client.starttls(context=self.tls)
-        client.ehlo("relay.test")
-        return client
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    write_test_pki(out, [NAME, "127.0.0.1"])
-    return out
-
-
-@pytest.fixture
-def upstream(pki: Path, tmp_path: Path) -> Iterator[Running]:
-    config = fq.Config(
-        cert=str(pki / "server.pem"), key=str(pki / "server.key"),
-        accounts={ACCOUNT: CODE, "other@qq.com": "ponmlkjihgfedcba"},
-        state_dir=str(tmp_path), hostname=NAME, listen=["127.0.0.1"],
-        implicit_tls_port=0, starttls_port=0, max_size=200_000,
-        impostor_cert=str(pki / "impostor.pem"), impostor_key=str(pki / "impostor.key"),
-    )
-    server = fq.FakeQQ(config)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(server.run(stop, ready.set),), daemon=True
-    )
-    thread.start()
-    assert ready.wait(10), "the fake upstream did not start"
-    tls = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    yield Running(tmp_path, tls, server.ports["implicit-tls"], server.ports["starttls"])
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
 
 
 def message(sender: str = ACCOUNT, subject: str = "hello", body: str = "hi") -> EmailMessage:

@@ -285,3 +285,46 @@ def test_the_relay_jobs_replace_their_namesakes_and_keep_the_rest() -> None:
 def test_durations_are_prometheus_durations() -> None:
     durations = {"a": "15s", "b": "1h30m", "c": "0s", "d": "15", "e": "2 m", "f": 5}
     assert prometheus.invalid_durations(durations) == ["d=15", "e=2 m", "f=5"]
+
+
+dns = plugin("qqrelay_dns")
+DKIM_KEY = 'v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC" "1Ht4nBwAKKDQ'
+
+
+def test_a_correct_exmail_domain_is_ok_on_every_record() -> None:
+    findings = dns.dns_findings({
+        "spf": ["google-site-verification=abc", "v=spf1 include:spf.mail.qq.com -all"],
+        "dkim": [DKIM_KEY], "dmarc": ["v=DMARC1; p=quarantine; rua=mailto:d@good.test"],
+        "mx": ["10 mxbiz2.qq.com.", "5 mxbiz1.qq.com."]}, "good.test", "s1")
+    assert [(f["record"], f["ok"]) for f in findings] == [
+        ("SPF", True), ("DKIM", True), ("DMARC", True), ("MX", True)]
+    assert findings[2]["policy"] == "quarantine"
+    assert findings[1]["found"] == [DKIM_KEY.replace('" "', "")]  # a split key is one key
+
+
+def test_each_missing_or_wrong_record_is_named_with_what_to_publish() -> None:
+    findings = dns.dns_findings({"spf": ["v=spf1 include:_spf.example.net ~all"],
+                                 "dkim": ["NXDOMAIN"], "dmarc": [""],
+                                 "mx": ["10 mx.example.net."]}, "bad.test", "s1")
+    assert not any(f["ok"] for f in findings)
+    spf, dkim, dmarc, mx = (f["publish"] for f in findings)
+    assert spf == 'bad.test. TXT "v=spf1 include:_spf.example.net include:spf.mail.qq.com ~all"'
+    assert dkim.startswith('s1._domainkey.bad.test. TXT "v=DKIM1; k=rsa; p=')
+    assert dmarc.startswith('_dmarc.bad.test. TXT "v=DMARC1; p=none')
+    assert mx == "bad.test. MX 5 mxbiz1.qq.com.; bad.test. MX 10 mxbiz2.qq.com."
+    assert findings[3]["problem"] == "MX points at mx.example.net, not only at Exmail"
+
+
+@pytest.mark.parametrize(("answers", "problem"), [
+    ({"spf": ["v=spf1 -all", "v=spf1 include:spf.mail.qq.com ~all"]}, "more than one SPF"),
+    ({"spf": []}, "no SPF record"),
+    ({"dkim": ["v=DKIM1; k=rsa; p="]}, "the key is empty (revoked)"),
+    ({"dmarc": ["v=DMARC1; rua=mailto:d@x.test"]}, "no valid policy"),
+])
+def test_records_that_exist_but_do_not_work(answers: dict, problem: str) -> None:
+    good = {"spf": ["v=spf1 include:spf.mail.qq.com ~all"], "dkim": [DKIM_KEY],
+            "dmarc": ["v=DMARC1; p=none"], "mx": ["5 mxbiz1.qq.com.", "10 mxbiz2.qq.com."]}
+    failed = [f for f in dns.dns_findings({**good, **answers}, "x.test", "s1") if not f["ok"]]
+    assert len(failed) == 1
+    assert failed[0]["problem"].startswith(problem)
+    assert failed[0]["line"].startswith(f"FAIL {failed[0]['record']} ")
