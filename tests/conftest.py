@@ -1,15 +1,19 @@
-"""Shared fixtures: a fake QQ upstream running in this process, with its test PKI."""
+"""Shared fixtures: a fake QQ upstream running in this process, with its test PKI; the
+playbooks' modules imported for unit tests."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import smtplib
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -78,3 +82,24 @@ def upstream(pki: Path, tmp_path: Path) -> Iterator[Running]:
     yield Running(tmp_path, tls, server.ports["implicit-tls"], server.ports["starttls"])
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
+
+
+PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def playbook_module(name: str) -> ModuleType:
+    """A module of playbooks/library, imported as Ansible would run it: with the
+    playbooks' module_utils importable as ansible.module_utils.*."""
+    for util in sorted((PLAYBOOKS / "module_utils").glob("*.py")):
+        _load(f"ansible.module_utils.{util.stem}", util)
+    return _load(name, PLAYBOOKS / "library" / f"{name}.py")

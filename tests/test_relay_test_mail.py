@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from conftest import playbook_module
 
-PATH = Path(__file__).resolve().parent.parent / "playbooks" / "library" / "relay_test_mail.py"
-spec = importlib.util.spec_from_file_location("relay_test_mail", PATH)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+module = playbook_module("relay_test_mail")
 
 QID = "4F2A81C3D2"
 SENT = (f"Nov 27 01:02:03 relay postfix/smtp[812]: {QID}: to=<a@qq.com>, "

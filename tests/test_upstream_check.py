@@ -3,21 +3,14 @@ running in this process: each step passes, or the first that fails says why and 
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import pwd
 import socket
-import sys
 from pathlib import Path
 
-from conftest import ACCOUNT, CODE, NAME, Running
+from conftest import ACCOUNT, CODE, NAME, Running, playbook_module
 
-LIBRARY = Path(__file__).resolve().parent.parent / "playbooks" / "library"
-PATH = LIBRARY / "qqrelay_upstream_check.py"
-spec = importlib.util.spec_from_file_location("qqrelay_upstream_check", PATH)
-assert spec is not None
-assert spec.loader is not None
-check = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = check  # its dataclasses look their module up
-spec.loader.exec_module(check)
+check = playbook_module("qqrelay_upstream_check")
 
 
 def run(upstream: Running, pki: Path, *accounts: tuple[str, str], port: int | None = None,
@@ -77,3 +70,11 @@ def test_a_name_that_does_not_resolve_fails_at_dns(upstream: Running, pki: Path)
     steps = run(upstream, pki, (ACCOUNT, CODE), server="smtp.qq.invalid")
     assert [(s.name, s.ok) for s in steps] == [("dns", False)]
     assert "resolv.conf" in steps[0].fix
+
+
+def test_the_checks_run_in_a_child_as_the_given_user(upstream: Running, pki: Path) -> None:
+    target = check.Upstream("127.0.0.1", upstream.implicit_port, True, str(pki / "ca.pem"), 5)
+    me = pwd.getpwuid(os.getuid()).pw_name  # the user this test runs as, root or not
+    steps = check.run_as(me, target, [(ACCOUNT, CODE)])
+    assert [(s.name, s.ok) for s in steps][-1] == (f"login {ACCOUNT}", True)
+    assert not target.steps  # checked in the child, not in this process

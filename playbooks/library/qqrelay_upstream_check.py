@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import smtplib
@@ -25,8 +26,9 @@ description:
     each account's code, ended with QUIT before any MAIL command.
   - The upstream, port, TLS mode and CA file are the relay's own (postconf relayhost,
     smtp_tls_wrappermode, smtp_tls_CAfile) unless given.
-  - Runs as O(user) (the Postfix user, which the firewall's egress lock lets out); it
-    switches to that user before any connection. Changes nothing.
+  - The checks run as O(user) (the Postfix user, which the firewall's egress lock lets
+    out), in a child process that switches to that user before any connection. Changes
+    nothing.
 options:
   accounts:
     type: list
@@ -176,14 +178,35 @@ def upstream_of(params: dict[str, Any]) -> Upstream:
     return Upstream(server, int(port), implicit, ca_file, params["timeout"])
 
 
-def become(user: str) -> None:
-    """Run as ``user`` from here on (the egress lock lets only that user out)."""
+def run_as(user: str, upstream: Upstream, accounts: list[tuple[str, str]]) -> list[Step]:
+    """The steps, checked by a child process running as ``user`` (the egress lock lets
+    only that user out). The module itself stays who it was: Ansible's files are its."""
     entry = pwd.getpwnam(user)
-    if os.geteuid() == entry.pw_uid:
-        return
-    os.setgroups([])
-    os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
-    os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: drop to the user, check, hand the steps back, exit
+        os.close(reader)
+        code = 0
+        try:
+            os.setgroups([])
+            os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+            os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+            if upstream.check_network():
+                for account, secret in accounts:
+                    upstream.check_login(account, secret)
+            payload = json.dumps([asdict(step) for step in upstream.steps])
+        except BaseException as error:  # whatever it is, the parent reports it
+            payload, code = json.dumps(f"{type(error).__name__}: {error}"), 1
+        with os.fdopen(writer, "w") as out:
+            out.write(payload)
+        os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader) as answer:
+        payload = json.loads(answer.read() or '"no answer"')
+    _, status = os.waitpid(child, 0)
+    if status != 0 or not isinstance(payload, list):
+        raise RuntimeError(f"the check as {user} failed: {payload}")
+    return [Step(**step) for step in payload]
 
 
 def main() -> None:
@@ -205,17 +228,13 @@ def main() -> None:
         module.fail_json(msg=f"{len(accounts)} accounts but {len(codes)} codes")
     try:
         upstream = upstream_of(module.params)
-        become(module.params["user"])
-    except (OSError, KeyError, ValueError, subprocess.CalledProcessError) as error:
-        module.fail_json(msg=f"cannot read the relay's upstream or become "
-                             f"{module.params['user']}: {error}")
-    if upstream.check_network():
-        for account, code in zip(accounts, codes, strict=True):
-            upstream.check_login(account, code)
-    steps = [asdict(step) for step in upstream.steps]
-    failed = [step for step in upstream.steps if not step.ok]
+        checked = run_as(module.params["user"], upstream, list(zip(accounts, codes, strict=True)))
+    except (OSError, KeyError, ValueError, RuntimeError, subprocess.CalledProcessError) as error:
+        module.fail_json(msg=f"cannot check the upstream as {module.params['user']}: {error}")
+    steps = [asdict(step) for step in checked]
+    failed = [step for step in checked if not step.ok]
     report = [f"{'ok  ' if s.ok else 'FAIL'} {s.name}: {s.detail}"
-              + (f" Fix: {s.fix}" if s.fix else "") for s in upstream.steps]
+              + (f" Fix: {s.fix}" if s.fix else "") for s in checked]
     result = {"steps": steps, "report": report, "upstream": f"{upstream.server}:{upstream.port}",
               "changed": False}
     if failed:

@@ -15,9 +15,8 @@ UPSTREAM = "smtp.qq.test"
 ACCOUNTS = ("relay@qq.com", "team@qq.com")
 
 
-def check(*options: str, **group_vars: Any) -> tuple[int, str]:
-    result = run_playbook(PLAYBOOK, "relays", {}, options=options,
-                          group_vars={"relays": group_vars} if group_vars else None)
+def check(*options: str, **extra_vars: Any) -> tuple[int, str]:
+    result = run_playbook(PLAYBOOK, "relays", extra_vars, options=options)
     return result.returncode, result.stdout + result.stderr
 
 
