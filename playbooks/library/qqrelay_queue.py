@@ -58,9 +58,9 @@ def read_queue() -> list[dict[str, Any]]:
 
 
 def reason_group(reason: str) -> str:
-    """A reason without what differs between messages: addresses, ports, queue IDs."""
-    reason = re.sub(r"\[[^\]]*\]", "[…]", reason)
-    reason = re.sub(r"(\[…\]):\d+", r"\1", reason)
+    """A reason without what differs between messages: addresses and ports, queue IDs,
+    and Postfix's mark of a login refusal it remembers ([CACHED])."""
+    reason = re.sub(r"\[[^\]]*\](:\d+)?", "", reason.replace("[CACHED] ", ""))
     return re.sub(r"queued as \S+", "queued as …", reason)
 
 
@@ -158,7 +158,7 @@ def main() -> None:
         if action == "release":
             picked = [m for m in picked if m["queue"] == "hold"]
         result["chosen"] = picked
-        ids = [m["id"] for m in picked]
+        ids = sorted(m["id"] for m in picked)
         everything = not any(params[name] for name in ("ids", "sender", "recipient", "reason",
                                                        "queue"))
         if not ids:

@@ -188,9 +188,10 @@ def run_as(user: str, upstream: Upstream, accounts: list[tuple[str, str]]) -> li
         os.close(reader)
         code = 0
         try:
-            os.setgroups([])
-            os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
-            os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+            if os.geteuid() != entry.pw_uid:
+                os.setgroups([])
+                os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+                os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
             if upstream.check_network():
                 for account, secret in accounts:
                     upstream.check_login(account, secret)
