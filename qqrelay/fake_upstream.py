@@ -25,7 +25,7 @@ import ssl
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from email import message_from_bytes
 from email.utils import getaddresses
 from pathlib import Path
@@ -57,11 +57,14 @@ log = logging.getLogger("fakeqq")
 
 @dataclass(frozen=True)
 class Faults:
-    """The fault mode in force. ``delay`` is for slow, ``per_minute`` for rate-limit."""
+    """The fault mode in force. ``delay`` is for slow, ``per_minute`` for rate-limit;
+    ``codes`` (account -> code) replace the configured codes, in any mode: a code
+    rotated on QQ's side (the old one is refused from then on)."""
 
     mode: str = "normal"
     delay: float = 5.0
     per_minute: int = 15
+    codes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in FAULT_MODES:
@@ -269,8 +272,9 @@ class FakeQQ:
         login = auth_data.login.decode("utf-8", "replace")
         code = auth_data.password.decode("utf-8", "replace")
         # reject-login: QQ refusing every code (a revoked one, or the SMTP service off).
-        ok = (self.config.accounts.get(login) == code
-              and self.faults.current().mode != "reject-login")
+        faults = self.faults.current()
+        ok = (faults.codes.get(login, self.config.accounts.get(login)) == code
+              and faults.mode != "reject-login")
         self.recorder.event(
             "auth", session=server.session_id, mechanism=mechanism, login=login, success=ok
         )
@@ -433,11 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     fault.add_argument("--delay", type=float, default=Faults.delay, help="seconds, for slow")
     fault.add_argument("--per-minute", type=int, default=Faults.per_minute,
                        help="messages a minute before refusing, for rate-limit")
+    fault.add_argument("--code", action="append", default=[], metavar="ACCOUNT=CODE",
+                       help="the code QQ now accepts for ACCOUNT (repeat for more)")
     fault.add_argument("--state-dir", type=Path, default=Path("/var/lib/fakeqq"))
     args = parser.parse_args(argv)
 
     if args.command == "fault":
-        set_fault(args.state_dir, Faults(args.mode, args.delay, args.per_minute))
+        codes = dict(item.split("=", 1) for item in args.code)
+        set_fault(args.state_dir, Faults(args.mode, args.delay, args.per_minute, codes))
         return 0
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

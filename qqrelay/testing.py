@@ -94,10 +94,15 @@ class Upstream:
     def raw(self, message: dict[str, Any]) -> str:
         return self.host.file(f"{STATE_DIR}/{message['file']}").content_string
 
-    def fault(self, mode: str, delay: float = 5, per_minute: int = 15) -> None:
+    def fault(self, mode: str, delay: float = 5, per_minute: int = 15,
+              codes: dict[str, str] | None = None) -> None:
+        """Switch the fake's fault mode; ``codes`` (account -> code) are the codes it
+        accepts instead of the configured ones (until the next switch)."""
+        accepted = "".join(f" --code {shlex.quote(f'{account}={code}')}"
+                           for account, code in (codes or {}).items())
         self.host.check_output(
             f"PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.fake_upstream fault {mode} "
-            f"--delay {delay} --per-minute {per_minute} --state-dir {STATE_DIR}"
+            f"--delay {delay} --per-minute {per_minute}{accepted} --state-dir {STATE_DIR}"
         )
         time.sleep(0.5)  # the fake polls its switch every 0.2 s
 

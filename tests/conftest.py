@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ class Running:
     implicit_port: int
     starttls_port: int
 
-    def fault(self, mode: str, **options: float) -> None:
+    def fault(self, mode: str, **options: Any) -> None:
         fq.set_fault(self.state_dir, fq.Faults(mode, **options))
         time.sleep(0.5)  # the server polls the switch every 0.2 s
 

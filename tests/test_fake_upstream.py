@@ -206,6 +206,16 @@ def test_reject_login_mode_refuses_every_code(upstream: Running) -> None:
     assert accepted
 
 
+def test_a_code_rotated_on_qqs_side_replaces_the_old_one(upstream: Running) -> None:
+    upstream.fault("normal", codes={ACCOUNT: "newnewnewnewnewn"})
+    with upstream.implicit() as client, pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login(ACCOUNT, CODE)
+    with upstream.implicit() as client:
+        client.login(ACCOUNT, "newnewnewnewnewn")
+    with upstream.implicit() as client:
+        client.login("other@qq.com", "ponmlkjihgfedcba")  # other accounts keep theirs
+
+
 def test_untrusted_client_sees_certificate_failure(upstream: Running, pki: Path) -> None:
     stranger = ssl.create_default_context()  # the system CAs do not know the test CA
     with pytest.raises(ssl.SSLCertVerificationError):
