@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,20 @@ def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
     env = f"QQRELAY_CODE={shlex.quote(code)} " if code else ""
     command = f"{env}PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.sendmail {shlex.join(args)}"
     return json.loads(host.check_output(command))
+
+
+def send_stream(host: Any, *, server: str, sender: str, to: str, sessions: int,
+                per_session: int, gap: float) -> list[dict[str, Any]]:
+    """A numbered stream: ``sessions`` sessions of ``per_session`` messages each, ``gap``
+    seconds apart (bounded: sessions x (gap + a session)). Every session's result, in
+    order; tokens are ``<stream>-<session>-<n>``."""
+    stream = uuid.uuid4().hex[:8]
+    results = []
+    for session in range(sessions):
+        results.append(send_mail(host, server=server, sender=sender, to=to,
+                                 token=f"{stream}-{session}", count=per_session))
+        time.sleep(gap)
+    return results
 
 
 POSTFIX_LOG = "/var/log/postfix.log"
