@@ -4,6 +4,7 @@ duplicated or bounced, including the mail the old code left deferred."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -18,13 +19,14 @@ NEW_CODE = "nwcdnwcdnwcdnwcd"  # the code QQ gives after the old one is revoked
 CREDENTIALS = "md5sum /etc/postfix/sasl_passwd /etc/postfix/sasl_passwd.db"
 
 
-def rotate(code: str) -> tuple[int, str]:
+def rotate(code: str, *options: str) -> tuple[int, str]:
     """The rotation, with the inventory's team entry (molecule.yml) holding ``code``,
     as after the vault was edited."""
     entry = {"account": TEAM, "authorization_code": code, "senders": ["@team.internal.test"],
              "hourly_rate": 3600}
     result = run_playbook(PLAYBOOK, "relays", {"rotate_code_account": TEAM,
-                                               "postfix_relay_sender_accounts": [entry]})
+                                               "postfix_relay_sender_accounts": [entry]},
+                          options=options)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -66,3 +68,13 @@ def test_a_rotation_under_a_stream_loses_and_bounces_nothing(relay: Any,
     assert not log_lines(relay, "status=bounced")
     assert "deferred by the refused code, sent now: " in output
     assert "test message: sent 250" in output
+
+
+def test_check_mode_after_the_rotation_changes_nothing(relay: Any, normal_upstream: Any) -> None:
+    normal_upstream.fault("normal", codes={TEAM: NEW_CODE})
+    before = relay.check_output(CREDENTIALS)
+    code, output = rotate(NEW_CODE, "--check", "--diff")
+    assert code == 0, output[-3000:]
+    assert f"ok   login {TEAM}" in output
+    assert re.search(r"day2-relay\s+:.* changed=0 ", output.split("PLAY RECAP")[-1])
+    assert relay.check_output(CREDENTIALS) == before
