@@ -64,8 +64,8 @@ FIX_TLS = ("The upstream's certificate does not verify with postfix_relay_tls_ca
            "the CA file; never turn verification off.")
 FIX_LOGIN = ("The upstream refused this account's code: generate a new authorization code "
              "(QQ Mail > Settings > Account > POP3/IMAP/SMTP service; a password change revokes "
-             "every code; the password itself is refused), put it in the vault and re-run "
-             "site.yml.")
+             "every code; the password itself is refused), put it in the vault and run "
+             "playbooks/rotate-code.yml.")
 FIX_LOGIN_OTHER = ("The upstream did not take the login: check that the account's SMTP service "
                    "is on, and the upstream's reply.")
 
