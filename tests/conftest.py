@@ -1,5 +1,5 @@
 """Shared fixtures: a fake QQ upstream running in this process, with its test PKI; the
-playbooks' modules imported for unit tests."""
+playbooks' modules and the filter plugins imported for unit tests."""
 
 from __future__ import annotations
 
@@ -96,6 +96,11 @@ def _load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def filter_plugin(name: str) -> ModuleType:
+    """A module of filter_plugins/, imported by path as Ansible loads it."""
+    return _load(name, PLAYBOOKS.parent / "filter_plugins" / f"{name}.py")
 
 
 def playbook_module(name: str) -> ModuleType:

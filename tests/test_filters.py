@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import filter_plugin
 
-PLUGINS = Path(__file__).resolve().parent.parent / "filter_plugins"
-
-
-def plugin(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, PLUGINS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-networks = plugin("qqrelay_networks")
-regex = plugin("qqrelay_regex")
+networks = filter_plugin("qqrelay_networks")
+regex = filter_plugin("qqrelay_regex")
 
 
 @pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0", "8.0.0.0/8", "16.0.0.0/4",
@@ -59,7 +45,7 @@ def test_invalid_regex_says_why() -> None:
     assert "((" in regex.invalid_regex("((")
 
 
-firewall = plugin("qqrelay_firewall")
+firewall = filter_plugin("qqrelay_firewall")
 UFW_RULES = (
     "*filter\n"
     "### tuple ### allow tcp 25 0.0.0.0/0 any 172.30.103.10 in comment=717172656c6179\n"
@@ -97,7 +83,7 @@ def test_invalid_ports() -> None:
     assert firewall.invalid_ports([1, "25", 65535, 0, 70000, "ssh", -1]) == [0, 70000, "ssh", -1]
 
 
-budget = plugin("qqrelay_budget")
+budget = filter_plugin("qqrelay_budget")
 TEAM = {"account": "team@qq.com", "authorization_code": "x" * 16, "senders": ["@t.test"]}
 
 
@@ -136,7 +122,7 @@ def test_the_renewal_becomes_a_utc_time_of_day(renewal, offset, utc) -> None:
     assert budget.utc_time_of_day(renewal, offset) == utc
 
 
-converge = plugin("qqrelay_converge")
+converge = filter_plugin("qqrelay_converge")
 CONTENT = "relay.example.com\n"
 
 
@@ -220,7 +206,7 @@ def test_postconf_settings_and_packages_and_units() -> None:
         "qqrelay-budget.timer", "qqrelay-budget.path", "missing.service"]
 
 
-inputs = plugin("qqrelay_inputs")
+inputs = filter_plugin("qqrelay_inputs")
 TEAM = {"account": "team@qq.com", "authorization_code": "hvbwkqzmtrplxncd", "senders": ["@a.test"]}
 
 
@@ -252,7 +238,7 @@ def test_main_cf_settings_are_names_with_one_line_values(settings: dict, bad: li
     assert inputs.invalid_settings(settings, "v") == bad
 
 
-prometheus = plugin("qqrelay_prometheus")
+prometheus = filter_plugin("qqrelay_prometheus")
 
 
 def test_a_relay_is_scraped_at_its_address_and_labelled_with_its_name() -> None:
@@ -287,7 +273,7 @@ def test_durations_are_prometheus_durations() -> None:
     assert prometheus.invalid_durations(durations) == ["d=15", "e=2 m", "f=5"]
 
 
-dns = plugin("qqrelay_dns")
+dns = filter_plugin("qqrelay_dns")
 DKIM_KEY = 'v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC" "1Ht4nBwAKKDQ'
 
 

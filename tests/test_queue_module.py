@@ -3,18 +3,10 @@ on postqueue -j entries as Postfix writes them, and the fleet's report."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-from conftest import playbook_module
+from conftest import filter_plugin, playbook_module
 
 queue = playbook_module("qqrelay_queue")
-spec = importlib.util.spec_from_file_location(
-    "qqrelay_day2", Path(__file__).resolve().parent.parent / "filter_plugins" / "qqrelay_day2.py")
-assert spec is not None
-assert spec.loader is not None
-day2 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(day2)
+day2 = filter_plugin("qqrelay_day2")
 
 NOW = 1_800_000_000.0
 REFUSED = ("SASL authentication failed; server smtp.qq.com[203.205.232.7] said: 535 Login "

@@ -116,11 +116,9 @@ def chosen(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[
             for m in messages if matches(m)]
 
 
-def act(action: str, ids: list[str], everything: bool) -> None:
-    if action == "flush":
-        if everything:
-            subprocess.run(["postqueue", "-f"], check=True)
-        for queue_id in [] if everything else ids:
+def act(action: str, ids: list[str]) -> None:
+    if action == "flush":  # message by message: postqueue -f would release budget-held mail
+        for queue_id in ids:
             subprocess.run(["postqueue", "-i", queue_id], check=True)
         return
     subprocess.run(["postsuper", POSTSUPER[action], "-"], input="\n".join(ids) + "\n",
@@ -159,8 +157,6 @@ def main() -> None:
             picked = [m for m in picked if m["queue"] == "hold"]
         result["chosen"] = picked
         ids = sorted(m["id"] for m in picked)
-        everything = not any(params[name] for name in ("ids", "sender", "recipient", "reason",
-                                                       "queue"))
         if not ids:
             result["done"] = f"{action}: no message matches"
         elif module.check_mode or (action in NEEDS_CONFIRM and not params["confirm"]):
@@ -168,7 +164,7 @@ def main() -> None:
                               + ("" if module.check_mode else
                                  " (set queue_confirm: true to do it)"))
         else:
-            act(action, ids, everything)
+            act(action, ids)
             result["changed"] = True
             result["done"] = f"{action}: {len(ids)} messages: {' '.join(ids)}"
     module.exit_json(**result)

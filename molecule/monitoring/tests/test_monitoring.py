@@ -106,6 +106,22 @@ def test_each_port_is_open_to_its_own_networks_only(instances: dict, client: Any
     assert not can_connect(scraper, RELAY_IP, 25)
 
 
+def test_scrapers_taken_out_of_the_inventory_lose_the_ports(instances: dict) -> None:
+    # The firewall converges exactly: the metrics rules go with the scraper networks
+    # (relay_metrics itself is skipped; its daemons stay, reachable by nobody).
+    scraper = instances["prometheus"][0]
+    try:
+        result = run_playbook(PLAYBOOKS / "site.yml", RELAY, {"relay_metrics_scraper_networks": []})
+        assert result.returncode == 0, result.stdout[-3000:]
+        for port in PORTS:
+            assert not can_connect(scraper, RELAY_IP, port)
+    finally:
+        result = run_playbook(PLAYBOOKS / "site.yml", RELAY, {})
+        assert result.returncode == 0, result.stdout[-3000:]
+    for port in PORTS:
+        assert can_connect(scraper, RELAY_IP, port)
+
+
 @pytest.mark.parametrize(("playbook", "host"), [("site.yml", "mon-relay"),
                                                 ("prometheus.yml", "mon-prometheus")])
 def test_check_mode_on_the_converged_hosts_changes_nothing(playbook: str, host: str) -> None:
