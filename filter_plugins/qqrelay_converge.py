@@ -37,11 +37,12 @@ def metadata_differs(state: dict, mode: str, owner: str, group: str) -> bool:
             or state.get("owner") != owner or state.get("group") != group)
 
 
-def blocks_to_write(blocks: list, contents: dict, marker: str) -> list:
-    """The entries of ``blocks`` ({path, block}) that blockinfile would change in the
-    files' ``contents`` (qqrelay_probe's, by path)."""
+def blocks_to_write(blocks: list, contents: dict, marker: str = "") -> list:
+    """The entries of ``blocks`` ({path, block, marker}; ``marker`` for those without one)
+    that blockinfile would change in the files' ``contents`` (qqrelay_probe's, by path)."""
     return [entry for entry in blocks
-            if block_differs(contents.get(entry["path"]), marker, entry["block"])]
+            if block_differs(contents.get(entry["path"]), entry.get("marker", marker),
+                             entry["block"])]
 
 
 def block_differs(text: object, marker: str, block: str) -> bool:

@@ -1,4 +1,5 @@
-"""Send one test message with smtplib, from inside a test container.
+"""Send test messages with smtplib (or through the local MTA, --local), from inside a
+test container.
 
 Prints one JSON line: the token that identifies the message (in its Subject and
 Message-ID), the SMTP code and reply of the last step, and whether it was accepted.
@@ -14,9 +15,13 @@ import os
 import smtplib
 import socket
 import ssl
+import subprocess
 import sys
+import time
 import uuid
 from email.message import EmailMessage
+
+SENDMAIL = "/usr/sbin/sendmail"
 
 
 def build(sender: str, to: str, token: str, from_header: str | None, size: int,
@@ -102,9 +107,30 @@ def send(args: argparse.Namespace) -> dict:
     return result
 
 
+def submit(args: argparse.Namespace) -> dict:
+    """Hand ``count`` messages to the host's own MTA (its sendmail program), one every
+    ``gap`` seconds, as an application on a host with a local MTA does."""
+    token = args.token or uuid.uuid4().hex
+    tokens = [f"{token}-{n}" for n in range(args.count)]
+    result = {"token": tokens[0], "tokens": tokens, "sent": 0, "accepted": False,
+              "code": None, "reply": None}
+    for n, each in enumerate(tokens):
+        message = build(args.sender, args.to, each, args.from_header, args.pad, args.header)
+        done = subprocess.run([SENDMAIL, "-i", "-f", args.sender, args.to],
+                              input=message.as_bytes(), capture_output=True, check=False)
+        if done.returncode:
+            result.update(code=done.returncode, reply=done.stderr.decode("utf-8", "replace"))
+            return result
+        result["sent"] += 1
+        if n + 1 < len(tokens):
+            time.sleep(args.gap)
+    result.update(accepted=True, code=0, reply="submitted")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m qqrelay.sendmail", description=__doc__)
-    parser.add_argument("--server", required=True)
+    parser.add_argument("--server", help="the SMTP server (not with --local)")
     parser.add_argument("--port", type=int, default=25)
     parser.add_argument("--tls", choices=("none", "starttls", "implicit"), default="none")
     parser.add_argument("--cafile", help="CA bundle to verify the server (default: system's)")
@@ -120,8 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages to send in one session (tokens TOKEN-0, TOKEN-1...)")
     parser.add_argument("--smuggle", action="store_true",
                         help="try SMTP smuggling with a bare-LF end of data (plain SMTP)")
+    parser.add_argument("--local", action="store_true",
+                        help=f"hand the messages to {SENDMAIL} instead of an SMTP server")
+    parser.add_argument("--gap", type=float, default=0,
+                        help="seconds between two messages (with --local)")
     args = parser.parse_args(argv)
-    print(json.dumps(smuggle(args) if args.smuggle else send(args)))
+    if not (args.local or args.server):
+        parser.error("give --server, or --local")
+    action = submit if args.local else smuggle if args.smuggle else send
+    print(json.dumps(action(args)))
     return 0
 
 

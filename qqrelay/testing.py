@@ -29,15 +29,20 @@ PACKAGE_PATH = "/opt/qqrelay"  # where create.yml mounts this package in every c
 STATE_DIR = "/var/lib/fakeqq"
 
 
-def molecule_inventory() -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Groups to host names, and the variables every host gets, from Molecule's inventory."""
+def inventory_listing() -> dict[str, Any]:
+    """``ansible-inventory --list`` of the scenario's inventory."""
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
     if not inventory:
         pytest.skip("not run by Molecule (MOLECULE_INVENTORY_FILE is unset)")
-    listing = json.loads(subprocess.run(
+    return json.loads(subprocess.run(
         ["ansible-inventory", "-i", str(Path(inventory).parent), "--list"],
         capture_output=True, text=True, check=True,
     ).stdout)
+
+
+def molecule_inventory() -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Groups to host names, and the variables every host gets, from Molecule's inventory."""
+    listing = inventory_listing()
     hostvars = listing.pop("_meta", {}).get("hostvars", {})
     groups = {name: sorted(node.get("hosts", [])) for name, node in listing.items()}
     groups["all"] = sorted(hostvars)
@@ -273,6 +278,12 @@ def postfix_queue(host: Any) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def settings() -> dict[str, Any]:
     return molecule_inventory()[1]
+
+
+@pytest.fixture(scope="session")
+def hostvars() -> dict[str, dict[str, Any]]:
+    """Each host's inventory variables (the scenario's group and host variables)."""
+    return inventory_listing().get("_meta", {}).get("hostvars", {})
 
 
 @pytest.fixture(scope="session")

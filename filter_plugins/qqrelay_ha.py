@@ -1,0 +1,98 @@
+"""Filters of the keepalived cluster (relay_ha role and the firewall's VRRP rule).
+
+One implementation of "who are the peers": the hosts of the relay group, in inventory
+order, each with the address it speaks VRRP from and its priority.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+# Priorities from inventory order: the first relay 200, the next 190… (VRRP allows 1-254).
+FIRST_PRIORITY = 200
+PRIORITY_STEP = 10
+
+
+def ha_peers(hosts: list, hostvars: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The relays of ``hosts`` (a group, in inventory order) as {host, address, priority}.
+
+    The address is the host's ``relay_ha_address``, else its ``ansible_host``, else its
+    name; the priority its ``relay_ha_priority``, else one derived from its position.
+    Inventory variables only: the peers of a rolling run have no facts.
+    """
+    peers = []
+    for position, host in enumerate(hosts):
+        variables = hostvars[host]
+        address = (variables.get("relay_ha_address") or variables.get("ansible_host")
+                   or host)
+        priority = (variables.get("relay_ha_priority")
+                    or FIRST_PRIORITY - PRIORITY_STEP * position)
+        peers.append({"host": host, "address": str(address), "priority": int(priority)})
+    return peers
+
+
+def ha_peer_problems(peers: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with ``peers``, one sentence each (empty when nothing is)."""
+    problems = []
+    for peer in peers:
+        try:
+            ipaddress.IPv4Address(peer["address"])
+        except ValueError:
+            problems.append(
+                f"{peer['host']}: its VRRP address {peer['address']!r} is not an IPv4 address;"
+                " set relay_ha_address in its host_vars (or ansible_host to an address)")
+        if not 1 <= peer["priority"] <= 254:
+            problems.append(f"{peer['host']}: relay_ha_priority {peer['priority']} is not"
+                            " within 1-254")
+    for key, what in (("address", "VRRP address"), ("priority", "priority")):
+        values = [peer[key] for peer in peers]
+        for value in sorted({v for v in values if values.count(v) > 1}, key=str):
+            holders = ", ".join(p["host"] for p in peers if p[key] == value)
+            problems.append(f"{holders} share the {what} {value}; each relay needs its own"
+                            f" (relay_ha_{'address' if key == 'address' else 'priority'})")
+    return problems
+
+
+def ip_interface_problem(value: str, version: int) -> str:
+    """Why ``value`` is not an IPv``version`` address with a prefix length ('' if it is)."""
+    try:
+        interface = ipaddress.ip_interface(str(value))
+    except ValueError:
+        return f"{value!r} is not an address with a prefix length"
+    if "/" not in str(value):
+        return f"{value!r} has no prefix length (write it as address/prefix, e.g. /24)"
+    if interface.version != version:
+        return f"{value!r} is not an IPv{version} address"
+    if interface.ip in (interface.network.network_address,
+                        interface.network.broadcast_address) and interface.network.prefixlen < 31:
+        return f"{value!r} is its network's own or broadcast address"
+    return ""
+
+
+def ha_off_network(vip: str, addresses: list) -> list[str]:
+    """The IPv4 ``addresses`` outside the network of ``vip`` (none for a /32 or a bad vip)."""
+    try:
+        network = ipaddress.IPv4Interface(str(vip)).network
+    except ValueError:
+        return []
+    outside = []
+    for address in addresses:
+        try:
+            inside = network.prefixlen == 32 or ipaddress.IPv4Address(str(address)) in network
+        except ValueError:
+            continue  # ha_peer_problems names it
+        if not inside:
+            outside.append(str(address))
+    return outside
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {
+            "qqrelay_ha_peers": ha_peers,
+            "qqrelay_ha_peer_problems": ha_peer_problems,
+            "qqrelay_ip_interface_problem": ip_interface_problem,
+            "qqrelay_ha_off_network": ha_off_network,
+        }

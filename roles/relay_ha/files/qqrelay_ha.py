@@ -1,0 +1,53 @@
+#!/usr/bin/python3
+"""The relay's part in keepalived (installed by the relay_ha role as qqrelay-ha).
+
+  qqrelay-ha check ADDRESS PORT MAINTENANCE_FILE
+      keepalived's health check: exit 0 when the relay is not in maintenance (no
+      MAINTENANCE_FILE) and Postfix greets with 220 on ADDRESS:PORT within 2 s.
+  qqrelay-ha notify STATE_FILE TYPE NAME STATE [PRIORITY]
+      keepalived's notify script: writes STATE (MASTER, BACKUP, FAULT, STOP) and the
+      time to STATE_FILE, where the playbooks and people read it.
+"""
+
+import os
+import socket
+import sys
+import time
+
+TIMEOUT = 2.0
+
+
+def check(address: str, port: int, maintenance_file: str) -> int:
+    if os.path.exists(maintenance_file):
+        return 1
+    try:
+        with socket.create_connection((address, port), timeout=TIMEOUT) as connection:
+            connection.settimeout(TIMEOUT)
+            greeting = connection.makefile("rb").readline()
+            if not greeting.startswith(b"220"):
+                return 1
+            connection.sendall(b"QUIT\r\n")
+    except OSError:
+        return 1
+    return 0
+
+
+def notify(state_file: str, state: str) -> int:
+    staged = f"{state_file}.new"
+    with open(staged, "w", encoding="ascii") as handle:
+        handle.write(f"{state} {time.time():.3f}\n")
+    os.replace(staged, state_file)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[0] == "check":
+        return check(argv[1], int(argv[2]), argv[3])
+    if len(argv) >= 5 and argv[0] == "notify":
+        return notify(argv[1], argv[4])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
