@@ -9,6 +9,7 @@ from conftest import filter_plugin
 
 networks = filter_plugin("qqrelay_networks")
 regex = filter_plugin("qqrelay_regex")
+ha = filter_plugin("qqrelay_ha")
 
 
 @pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0", "8.0.0.0/8", "16.0.0.0/4",
@@ -314,3 +315,45 @@ def test_records_that_exist_but_do_not_work(answers: dict, problem: str) -> None
     assert len(failed) == 1
     assert failed[0]["problem"].startswith(problem)
     assert failed[0]["line"].startswith(f"FAIL {failed[0]['record']} ")
+
+
+def test_ha_peers_follow_inventory_order() -> None:
+    hostvars = {"r1": {"ansible_host": "192.0.2.21"},
+                "r2": {"relay_ha_address": "192.0.2.22", "ansible_host": "r2.example"},
+                "r3": {"ansible_host": "r3.example", "relay_ha_priority": 250}}
+    peers = ha.ha_peers(["r1", "r2", "r3"], hostvars)
+    assert peers == [{"host": "r1", "address": "192.0.2.21", "priority": 200},
+                     {"host": "r2", "address": "192.0.2.22", "priority": 190},
+                     {"host": "r3", "address": "r3.example", "priority": 250}]
+    problems = ha.ha_peer_problems(peers)
+    assert len(problems) == 1
+    assert "r3: its VRRP address 'r3.example'" in problems[0]
+
+
+def test_ha_peer_problems_name_shared_addresses_and_priorities() -> None:
+    peers = [{"host": "a", "address": "192.0.2.1", "priority": 200},
+             {"host": "b", "address": "192.0.2.1", "priority": 200},
+             {"host": "c", "address": "192.0.2.3", "priority": 255}]
+    problems = " ".join(ha.ha_peer_problems(peers))
+    assert "a, b share the VRRP address 192.0.2.1" in problems
+    assert "a, b share the priority 200" in problems
+    assert "c: relay_ha_priority 255 is not within 1-254" in problems
+
+
+@pytest.mark.parametrize(("value", "version", "problem"), [
+    ("192.0.2.10/24", 4, ""),
+    ("192.0.2.10", 4, "has no prefix length"),
+    ("192.0.2.0/24", 4, "network's own or broadcast address"),
+    ("2001:db8::10/64", 4, "is not an IPv4 address"),
+    ("2001:db8::10/64", 6, ""),
+    ("vip", 4, "is not an address with a prefix length"),
+])
+def test_ip_interface_problem(value: str, version: int, problem: str) -> None:
+    found = ha.ip_interface_problem(value, version)
+    assert (problem in found and found) if problem else found == ""
+
+
+def test_ha_off_network() -> None:
+    off = ha.ha_off_network
+    assert off("192.0.2.10/24", ["192.0.2.21", "198.51.100.1", "bad"]) == ["198.51.100.1"]
+    assert off("203.0.113.5/32", ["192.0.2.21"]) == []

@@ -25,6 +25,7 @@ from qqrelay.testing import (
     log_lines,
     postfix_queue,
     relay_mail,
+    run_cases,
     run_playbook,
     wait_until,
 )
@@ -267,3 +268,22 @@ def test_a_rolling_update_loses_no_message_of_a_stream(instances, client, normal
           f"messages, each arrived once; client delays: max {max(delays.values()):.1f} s, "
           f"{len(slow)} over 1 s")
     assert max(delays.values()) <= 20
+
+
+def test_bad_input_is_refused_naming_the_variable(client) -> None:
+    """Applied to the client's container as a fourth relay: each case fails before
+    anything is installed."""
+    cases = [
+        {"relay_ha_vip": "172.30.108.100", "relay_ha_address": "172.30.108.10"},
+        {"relay_ha_address": "172.30.108.11"},  # ha-relay-1's
+        {"relay_ha_vip": "10.9.9.9/24", "relay_ha_address": "172.30.108.10"},
+    ]
+    expected = ["relay_ha_vip '172.30.108.100' has no prefix length",
+                "share the VRRP address 172.30.108.11",
+                "relay_ha_vip 10.9.9.9/24: the peers' addresses"]
+    results = run_cases(PLAYBOOKS / "site.yml", "relays", client.backend.name, cases,
+                        options=("-e", "qqrelay_serial=3"))  # one batch: every case runs
+    for result, message in zip(results, expected, strict=True):
+        assert result.failed
+        assert message in result.messages, result.messages
+    assert client.run("dpkg -s keepalived").rc != 0
