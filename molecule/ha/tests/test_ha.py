@@ -287,3 +287,23 @@ def test_bad_input_is_refused_naming_the_variable(client) -> None:
         assert result.failed
         assert message in result.messages, result.messages
     assert client.run("dpkg -s keepalived").rc != 0
+
+
+def test_a_relay_whose_address_leaves_the_inventory_loses_keepalived(instances, vip) -> None:
+    """Converge exactly: without relay_ha_vip, site.yml stops keepalived and removes the
+    role's files and the VRRP rule; with it again, the relay is a peer once more."""
+    relays = instances["relays"]
+    last = relays[-1]
+    name = last.backend.name
+    removed = run_playbook(PLAYBOOKS / "site.yml", name, {},
+                           group_vars={"relays": {"relay_ha_vip": ""}})
+    assert removed.returncode == 0, (removed.stdout + removed.stderr)[-3000:]
+    assert last.run("systemctl is-active keepalived").stdout.strip() != "active"
+    for path in ("/etc/keepalived/keepalived.conf", "/etc/ansible/facts.d/qqrelay_ha.fact",
+                 "/var/lib/qqrelay-ha"):
+        assert not last.file(path).exists, path
+    assert not re.search(r" -p (112|vrrp) ", last.check_output("iptables-save"))
+    assert last not in holders(relays, vip)
+    restored = run_playbook(PLAYBOOKS / "site.yml", name, {})
+    assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
+    wait_until(lambda: state(last).startswith("BACKUP"), 30, f"{name} to be a peer again")
