@@ -108,13 +108,16 @@ def send(args: argparse.Namespace) -> dict:
 
 
 def submit(args: argparse.Namespace) -> dict:
-    """Hand ``count`` messages to the host's own MTA (its sendmail program), one every
-    ``gap`` seconds, as an application on a host with a local MTA does."""
+    """Hand up to ``count`` messages to the host's own MTA (its sendmail program), one
+    every ``gap`` seconds, as an application on a host with a local MTA does; fewer when
+    ``stop_file`` appears. The tokens are those of the messages handed over."""
     token = args.token or uuid.uuid4().hex
     tokens = [f"{token}-{n}" for n in range(args.count)]
-    result = {"token": tokens[0], "tokens": tokens, "sent": 0, "accepted": False,
+    result = {"token": tokens[0], "tokens": [], "sent": 0, "accepted": False,
               "code": None, "reply": None}
     for n, each in enumerate(tokens):
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
         message = build(args.sender, args.to, each, args.from_header, args.pad, args.header)
         done = subprocess.run([SENDMAIL, "-i", "-f", args.sender, args.to],
                               input=message.as_bytes(), capture_output=True, check=False)
@@ -122,6 +125,7 @@ def submit(args: argparse.Namespace) -> dict:
             result.update(code=done.returncode, reply=done.stderr.decode("utf-8", "replace"))
             return result
         result["sent"] += 1
+        result["tokens"].append(each)
         if n + 1 < len(tokens):
             time.sleep(args.gap)
     result.update(accepted=True, code=0, reply="submitted")
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"hand the messages to {SENDMAIL} instead of an SMTP server")
     parser.add_argument("--gap", type=float, default=0,
                         help="seconds between two messages (with --local)")
+    parser.add_argument("--stop-file", help="with --local: stop once this file exists")
     args = parser.parse_args(argv)
     if not (args.local or args.server):
         parser.error("give --server, or --local")
