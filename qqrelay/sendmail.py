@@ -109,14 +109,15 @@ def send(args: argparse.Namespace) -> dict:
 
 def submit(args: argparse.Namespace) -> dict:
     """Hand up to ``count`` messages to the host's own MTA (its sendmail program), one
-    every ``gap`` seconds, as an application on a host with a local MTA does; fewer when
-    ``stop_file`` appears. The tokens are those of the messages handed over."""
+    every ``gap`` seconds, as an application on a host with a local MTA does; once
+    ``stop_file`` exists and ``min_count`` are handed over, no more. The tokens are those
+    of the messages handed over."""
     token = args.token or uuid.uuid4().hex
     tokens = [f"{token}-{n}" for n in range(args.count)]
     result = {"token": tokens[0], "tokens": [], "sent": 0, "accepted": False,
               "code": None, "reply": None}
     for n, each in enumerate(tokens):
-        if args.stop_file and os.path.exists(args.stop_file):
+        if args.stop_file and n >= args.min_count and os.path.exists(args.stop_file):
             break
         message = build(args.sender, args.to, each, args.from_header, args.pad, args.header)
         done = subprocess.run([SENDMAIL, "-i", "-f", args.sender, args.to],
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=0,
                         help="seconds between two messages (with --local)")
     parser.add_argument("--stop-file", help="with --local: stop once this file exists")
+    parser.add_argument("--min-count", type=int, default=0,
+                        help="with --stop-file: send at least this many")
     args = parser.parse_args(argv)
     if not (args.local or args.server):
         parser.error("give --server, or --local")

@@ -228,13 +228,13 @@ def test_a_rolling_update_loses_no_message_of_a_stream(instances, client, normal
                                                        settings) -> None:
     """site.yml changes a setting on the three relays, one at a time, each handing the
     address over, while the null client sends two numbered streams through it, one
-    message every 0.9 s each, from before the rollout until after it (at least 200)."""
+    message every 0.8 s each, from before the rollout until after it (at least 2 x 100)."""
     relays = instances["relays"]
     started = time.time()
     streams = [subprocess.Popen(
         ["docker", "exec", client.backend.name, "env", f"PYTHONPATH={PACKAGE_PATH}", "python3",
          "-m", "qqrelay.sendmail", "--local", "--sender", sender, "--to", "someone@example.net",
-         "--count", "300", "--gap", "0.9", "--stop-file", STOP_FILE],
+         "--count", "300", "--gap", "0.8", "--stop-file", STOP_FILE, "--min-count", "100"],
         stdout=subprocess.PIPE, text=True)
         for sender in ("app@internal.test", "app@team.internal.test")]
     result = run_playbook(PLAYBOOKS / "site.yml", "relays", {},
@@ -243,7 +243,7 @@ def test_a_rolling_update_loses_no_message_of_a_stream(instances, client, normal
     rolled = time.time() - started
     assert all(stream.poll() is None for stream in streams), "the stream ended before the rollout"
     client.check_output(f"touch {STOP_FILE}")
-    submitted = [json.loads(stream.communicate(timeout=60)[0]) for stream in streams]
+    submitted = [json.loads(stream.communicate(timeout=120)[0]) for stream in streams]
     client.check_output(f"rm -f {STOP_FILE}")
     assert result.returncode == 0, output[-3000:]
     assert output.count("PLAY [Mail relay") == len(relays), "not one relay at a time"
