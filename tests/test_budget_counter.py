@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -77,19 +78,25 @@ def test_only_deliveries_of_the_accounts_since_the_renewal_count() -> None:
 class FakePostfix:
     """Stands in for postconf, postfix and postqueue; records what the program runs."""
 
-    def __init__(self, monkeypatch, sent: int, deferred: str) -> None:
+    def __init__(self, monkeypatch, sent: int, deferred: str, tmp_path: Path) -> None:
         self.settings = {"defer_transports": deferred, "maillog_file": ""}
         self.queue = ""  # postqueue -j
         self.commands: list[list[str]] = []
+        self.running = True
+        self.reload_fails = False
+        self.master = "100:5000"
         now = datetime.now(UTC).timestamp()
         self.log = [f"{now - 1:.6f} relay {SENT}"] * sent
         monkeypatch.setattr(counter, "log_lines", lambda since, transports: self.log)
         monkeypatch.setattr(counter.subprocess, "run", self.run)
         monkeypatch.setattr(counter.time, "sleep", lambda seconds: None)
+        monkeypatch.setattr(counter, "STATE", str(tmp_path / "state.json"))
+        monkeypatch.setattr(counter, "master_identity",
+                            lambda: self.master if self.running else "")
 
     def run(self, command, **_):
         self.commands.append(command)
-        stdout = ""
+        stdout, code = "", 0
         if command[:2] == ["postconf", "-h"]:
             stdout = self.settings[command[2]]
         elif command[:2] == ["postconf", "-e"]:
@@ -97,21 +104,52 @@ class FakePostfix:
             self.settings[name] = value
         elif command == ["postqueue", "-j"]:
             stdout = self.queue
-        return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
+        elif command == ["postfix", "status"]:
+            code = 0 if self.running else 1
+        elif command == ["postfix", "reload"]:
+            code = 1 if self.reload_fails or not self.running else 0
+        return subprocess.CompletedProcess(command, code, stdout=stdout, stderr="")
 
     def ran(self, program: str) -> list[list[str]]:
         return [c for c in self.commands if c[0] == program]
 
+    def notices(self, text: str = "") -> list[str]:
+        """What the program logged, but the status lines."""
+        return [c[-1] for c in self.ran("postlog")
+                if not c[-1].startswith("budget ") and text in c[-1]]
 
-def test_an_account_that_used_its_budget_is_held_and_other_holds_stay(monkeypatch) -> None:
-    postfix = FakePostfix(monkeypatch, sent=2, deferred="smtp")  # the operator's own hold
-    counter.enforce(CONFIG, datetime.now(UTC))
+    def status(self) -> list[str]:
+        return [c[-1] for c in self.ran("postlog") if c[-1].startswith("budget ")]
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    return lambda sent, deferred: FakePostfix(monkeypatch, sent, deferred, tmp_path)
+
+
+def test_an_account_that_used_its_budget_is_held_and_other_holds_stay(fake) -> None:
+    postfix = fake(sent=2, deferred="smtp")  # the operator's own hold
+    assert counter.enforce(CONFIG, datetime.now(UTC))
     assert postfix.settings["defer_transports"] == "smtp account0"
-    [notice] = postfix.ran("postlog")
-    assert "relay@qq.com has used its daily budget (2 of 2" in notice[-1]
-    assert "held until" in notice[-1]
+    [notice] = postfix.notices()
+    assert "relay@qq.com has used its daily budget (2 of 2" in notice
+    assert "held until" in notice
     assert ["postfix", "reload"] in postfix.commands
-    assert not postfix.ran("postqueue")
+    assert postfix.status() == [
+        "budget account=relay@qq.com sent_today=2 relay_budget=2 fleet_budget=2 held=1",
+        "budget account=team@qq.com sent_today=0 relay_budget=0 fleet_budget=0 held=0",
+        "budget relay enforced=1 held_messages=0"]
+    assert not [c for c in postfix.ran("postqueue") if c != ["postqueue", "-j"]]
+
+
+def test_each_relay_holds_at_its_share_of_the_fleets_budget(fake) -> None:
+    postfix = fake(sent=3, deferred="")
+    config = {**CONFIG, "accounts": [{**CONFIG["accounts"][0], "daily_budget": 6,
+                                      "relay_budget": 3}, CONFIG["accounts"][1]]}
+    counter.enforce(config, datetime.now(UTC))
+    assert postfix.settings["defer_transports"] == "account0"
+    assert "(3 of 3 sent by this relay since" in postfix.notices("has used")[0]
+    assert "its share of 6" in postfix.notices("has used")[0]
 
 
 def queued(queue_id: str, sender: str, reason: str = "deferred transport") -> str:
@@ -119,10 +157,10 @@ def queued(queue_id: str, sender: str, reason: str = "deferred transport") -> st
                        "recipients": [{"address": "a@example.net", "delay_reason": reason}]})
 
 
-def test_a_renewed_account_is_released_and_only_its_mail_scheduled(monkeypatch) -> None:
+def test_a_renewed_account_is_released_and_only_its_mail_scheduled(fake) -> None:
     config = {**CONFIG, "accounts": [CONFIG["accounts"][0],
                                      {**CONFIG["accounts"][1], "daily_budget": 1}]}
-    postfix = FakePostfix(monkeypatch, sent=0, deferred="account0 account1")
+    postfix = fake(sent=0, deferred="account0 account1")
     postfix.log = [f"{datetime.now(UTC).timestamp() - 1:.6f} relay "
                    f"{SENT.replace('account0', 'account1')}"]  # account1 stays held
     postfix.queue = "\n".join([
@@ -130,43 +168,107 @@ def test_a_renewed_account_is_released_and_only_its_mail_scheduled(monkeypatch) 
         queued("B1", "Team@qq.com"), queued("A3", "relay@qq.com", reason="connect timeout")])
     counter.enforce(config, datetime.now(UTC))
     assert postfix.settings["defer_transports"] == "account1"
-    assert "relay@qq.com: daily budget renewed" in postfix.ran("postlog")[0][-1]
+    assert postfix.notices("relay@qq.com: daily budget renewed")
     # Not a flush, which would send account1's held mail too.
     assert [c for c in postfix.ran("postqueue") if c != ["postqueue", "-j"]] == [
         ["postqueue", "-i", "A1"], ["postqueue", "-i", "A2"]]
+    assert postfix.status()[-1] == "budget relay enforced=1 held_messages=1"
 
 
 @pytest.mark.parametrize(("sent", "deferred"), [(1, ""), (2, "account0"), (5, "account0")])
-def test_nothing_changes_when_the_holds_are_right(monkeypatch, sent, deferred) -> None:
-    postfix = FakePostfix(monkeypatch, sent=sent, deferred=deferred)
+def test_a_second_run_changes_nothing_when_the_holds_are_right(fake, sent, deferred) -> None:
+    postfix = fake(sent=sent, deferred=deferred)
     counter.enforce(CONFIG, datetime.now(UTC))
-    assert [c for c in postfix.commands if c[:2] != ["postconf", "-h"]] == []
+    postfix.commands.clear()
+    assert counter.enforce(CONFIG, datetime.now(UTC))
+    assert [c for c in postfix.commands
+            if c[:2] != ["postconf", "-h"] and c != ["postqueue", "-j"]] == []
 
 
-def test_without_budgets_enforcing_reads_no_log(monkeypatch) -> None:
-    postfix = FakePostfix(monkeypatch, sent=3, deferred="")
-    monkeypatch.setattr(counter, "log_lines", lambda *_: pytest.fail("log read"))
+def test_without_budgets_the_log_is_read_once_a_minute(fake) -> None:
+    postfix = fake(sent=3, deferred="")
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
-    counter.enforce(config, datetime.now(UTC))
+    now = datetime.now(UTC)
+    counter.enforce(config, now)
+    assert postfix.status()[0].startswith("budget account=relay@qq.com sent_today=3 ")
+    assert ["postfix", "reload"] not in postfix.commands
+    postfix.log = None  # not read again within the minute
+    postfix.commands.clear()
+    counter.enforce(config, now + timedelta(seconds=30))
     assert postfix.commands == [["postconf", "-h", "defer_transports"]]
 
 
-def test_a_budget_removed_while_held_releases_the_account(monkeypatch) -> None:
-    postfix = FakePostfix(monkeypatch, sent=3, deferred="account0")
+def test_a_budget_removed_while_held_releases_the_account(fake) -> None:
+    postfix = fake(sent=3, deferred="account0")
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
     counter.enforce(config, datetime.now(UTC))
     assert postfix.settings["defer_transports"] == ""
 
 
-def test_a_removed_accounts_hold_goes_with_it(monkeypatch) -> None:
-    postfix = FakePostfix(monkeypatch, sent=0, deferred="smtp account7")
+def test_a_removed_accounts_hold_goes_with_it(fake) -> None:
+    postfix = fake(sent=0, deferred="smtp account7")
     counter.enforce(CONFIG, datetime.now(UTC))
     assert postfix.settings["defer_transports"] == "smtp"
     assert ["postfix", "reload"] in postfix.commands
 
 
-def test_status_counts_without_budgets_too(monkeypatch) -> None:
-    FakePostfix(monkeypatch, sent=3, deferred="")
+def test_a_hold_postfix_cannot_take_is_said_and_retried_until_it_runs(fake) -> None:
+    postfix = fake(sent=2, deferred="")
+    postfix.running = False
+    assert not counter.enforce(CONFIG, datetime.now(UTC))
+    assert postfix.settings["defer_transports"] == "account0"  # read when Postfix starts
+    [failure] = postfix.notices("cannot hold or release")
+    assert "Postfix is not running" in failure
+    assert postfix.status()[-1] == "budget relay enforced=0 held_messages=0"
+    # Still stopped: said once, not every minute; then Postfix runs, with a reload failing.
+    assert not counter.enforce(CONFIG, datetime.now(UTC))
+    assert len(postfix.notices("cannot hold")) == 1
+    postfix.running, postfix.reload_fails = True, True
+    assert not counter.enforce(CONFIG, datetime.now(UTC))
+    assert "postfix reload failed" in postfix.notices("cannot hold")[-1]
+    postfix.reload_fails = False
+    assert counter.enforce(CONFIG, datetime.now(UTC))
+    assert postfix.notices("holds applied to the running Postfix")
+    assert postfix.status()[-1] == "budget relay enforced=1 held_messages=0"
+
+
+def test_a_restarted_postfix_gets_the_holds_checked_again(fake) -> None:
+    postfix = fake(sent=2, deferred="")
+    counter.enforce(CONFIG, datetime.now(UTC))
+    postfix.commands.clear()
+    postfix.master = "200:9000"  # restarted (it read main.cf): one reload, to be sure
+    counter.enforce(CONFIG, datetime.now(UTC))
+    assert postfix.ran("postfix") == [["postfix", "status"], ["postfix", "reload"]]
+
+
+def test_the_days_count_never_goes_down_within_the_day(fake) -> None:
+    postfix = fake(sent=2, deferred="")
+    counter.enforce(CONFIG, datetime.now(UTC))
+    postfix.log = []  # the log is gone: the kept count holds the account
+    report = counter.usage(CONFIG, datetime.now(UTC), counter.load_state(counter.STATE))
+    assert [(a["sent_today"], a["held"]) for a in report["accounts"]] == [(2, True), (0, False)]
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    report = counter.usage(CONFIG, tomorrow, counter.load_state(counter.STATE))
+    assert report["accounts"][0]["sent_today"] == 0
+
+
+def test_every_rotation_written_since_the_renewal_is_read(tmp_path) -> None:
+    log = tmp_path / "postfix.log"
+    since = time.time() - 3600
+    files = {"postfix.log": since + 50, "postfix.log-20261129-1795900000": since + 40,
+             "postfix.log-20261129-1795800000.gz": since + 20, "postfix.log.1": since + 10,
+             "postfix.log-20261128-1795700000.gz": since - 10, "postfix.logger": since + 5,
+             "other.log": since + 60}
+    for name, mtime in files.items():
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert [Path(name).name for name in counter.log_files(str(log), since)] == [
+        "postfix.log.1", "postfix.log-20261129-1795800000.gz",
+        "postfix.log-20261129-1795900000", "postfix.log"]
+
+
+def test_status_counts_without_budgets_too(fake) -> None:
+    fake(sent=3, deferred="")
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
     report = counter.usage(config, datetime.now(UTC))
     assert [(a["sent_today"], a["held"]) for a in report["accounts"]] == [(3, False), (0, False)]

@@ -62,6 +62,17 @@ def test_every_counter_counts_its_lines_and_no_other(tmp_path: Path) -> None:
         'qqrelay_deliveries_total{status="sent",transport="account1"}': 1,
         'qqrelay_deliveries_total{status="deferred",transport="account0"}': 5,
         'qqrelay_deliveries_total{status="bounced",transport="account0"}': 1,
+        # The last status line of each account wins.
+        'qqrelay_budget_sent_today{account="relay@qq.com"}': 3,
+        'qqrelay_budget_relay_budget{account="relay@qq.com"}': 3,
+        'qqrelay_budget_fleet_budget{account="relay@qq.com"}': 6,
+        'qqrelay_budget_held{account="relay@qq.com"}': 1,
+        'qqrelay_budget_sent_today{account="team@qq.com"}': 1,
+        'qqrelay_budget_relay_budget{account="team@qq.com"}': 0,
+        'qqrelay_budget_fleet_budget{account="team@qq.com"}': 0,
+        'qqrelay_budget_held{account="team@qq.com"}': 0,
+        "qqrelay_budget_enforced": 0,
+        "qqrelay_budget_held_messages": 7,
     }
 
 

@@ -6,22 +6,31 @@
     qqrelay-budget enforce           hold the accounts whose budget is used, release the
                                      others (run by qqrelay-budget.path and .timer)
 
+Budgets are the fleet's: each relay may send its fixed share of an account's daily
+budget (relay_budget in the settings; the role computes it from the relay's weight).
 The day's deliveries are counted from Postfix's log: the lines `status=sent` of each
 account's transport (account0, account1... logged as postfix/accountN/smtp), one per
 recipient delivered, since the last renewal (a time of day at a fixed UTC offset:
 Beijing time, as QQ counts, by default). The log is Postfix's own file (maillog_file,
-and its previous rotation), else /var/log/mail.log, else the journal.
+and every rotation of it written since the renewal, whatever its name), else
+/var/log/mail.log and its rotations, else the journal. The day's count is also kept in
+a state file, so that it never goes down within the day (a log removed or renamed).
 
 An account is held by listing its transport in Postfix's defer_transports: its mail
 stays in the queue (status=deferred, "deferred transport"), nothing is bounced, and it
 leaves at the account's pace once the budget renews (each held message is scheduled
-with postqueue -i). A flush by hand (postqueue -f) would send held mail too. Nothing
-of this runs in the mail path: when this program does not run, mail is not held.
+with postqueue -i). A flush by hand (postqueue -f) would send held mail too. The
+running Postfix is checked, not only main.cf: a reload that failed, or a Postfix that
+was stopped, is retried at the next run (every minute at least); until then the
+program says so in the log, and in the status lines that relay_metrics turns into
+metrics. Nothing of this runs in the mail path: when this program does not run, mail
+is not held.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import gzip
 import json
 import os
@@ -32,6 +41,9 @@ import time
 from datetime import datetime, timedelta, timezone
 
 CONFIG = "/etc/qqrelay/budget.json"
+STATE = "/var/lib/qqrelay-budget/state.json"  # the day's counts, the applied holds
+MASTER_PID = "/var/spool/postfix/pid/master.pid"
+STATUS_EVERY = 300  # seconds: the status lines are repeated at least this often
 ACTIVE = "/var/spool/postfix/active"  # what qqrelay-budget.path watches
 TAG = "postfix/qqrelay-budget"
 SENT = re.compile(
@@ -106,16 +118,23 @@ def read_log(path: str) -> list[str]:
         return log.readlines()
 
 
+def log_files(path: str, since: float) -> list[str]:
+    """``path`` and every rotation of it (path.1, path.1.gz, path-20261129-1795…[.gz]:
+    any name that starts with it) written at or after ``since``, oldest first."""
+    rotated = [name for name in glob.glob(glob.escape(path) + "[.-]*")
+               if os.path.isfile(name) and os.path.getmtime(name) >= since]
+    return [*sorted(rotated, key=os.path.getmtime), path]
+
+
 def log_lines(since: float, transports: list[str]) -> list[str]:
-    """Postfix's log lines from ``since`` on: its own file (and the previous rotation,
-    which a day may span), else /var/log/mail.log, else the journal."""
+    """Postfix's log lines from ``since`` on: its own file and its rotations, else
+    /var/log/mail.log and its rotations, else the journal."""
     for path in (postconf("maillog_file"), "/var/log/mail.log"):
         if path and os.path.isfile(path):
             lines: list[str] = []
-            for rotated in (f"{path}.1", f"{path}.1.gz"):
-                if os.path.isfile(rotated) and os.path.getmtime(rotated) >= since:
-                    lines += read_log(rotated)
-            return lines + read_log(path)
+            for name in log_files(path, since):
+                lines += read_log(name)
+            return lines
     command = ["journalctl", "--no-pager", "--quiet", "-o", "short-unix",
                "--since", f"@{int(since)}"]
     for transport in transports:
@@ -123,19 +142,47 @@ def log_lines(since: float, transports: list[str]) -> list[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False).stdout.splitlines()
 
 
-def usage(config: dict, now: datetime) -> dict:
-    """Each account's deliveries in the current budget day, and whether it is held."""
+def load_state(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as source:
+            state = json.load(source)
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_state(path: str, state: dict) -> None:
+    """Written whole or not at all (a crash or a full disk leaves the old state)."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as target:
+            json.dump(state, target)
+        os.replace(temporary, path)
+    except OSError as error:
+        log(f"cannot keep the day's counts in {path}: {error}", "warning")
+
+
+def relay_budget(account: dict) -> int | None:
+    """This relay's share of the account's daily budget (None: no budget)."""
+    return account.get("relay_budget", account.get("daily_budget"))
+
+
+def usage(config: dict, now: datetime, state: dict | None = None) -> dict:
+    """Each account's deliveries in the current budget day, and whether it is held. The
+    count is the larger of the log's and the one kept in ``state`` for the same day."""
     start, end = budget_day(now, config["renewal"], config["utc_offset"])
     accounts = config["accounts"]
     lines = log_lines(start.timestamp(), [a["transport"] for a in accounts])
     sent = count_sent(lines, start.timestamp(), now.timestamp())
+    kept = (state or {}).get("sent", {}) if (state or {}).get("day") == start.timestamp() else {}
     report = []
     for account in accounts:
-        used = sent.get(account["transport"], 0)
-        budget = account.get("daily_budget")
-        report.append({**account, "sent_today": used,
-                       "held": bool(budget) and used >= budget})
-    return {"day_started": readable(start), "renews": readable(end),
+        used = max(sent.get(account["transport"], 0), kept.get(account["account"].lower(), 0))
+        share = relay_budget(account)
+        report.append({**account, "relay_budget": share, "sent_today": used,
+                       "held": share is not None and used >= share})
+    return {"day_started": readable(start), "renews": readable(end), "day": start.timestamp(),
             "renews_in_seconds": int((end - now).total_seconds()), "accounts": report}
 
 
@@ -145,46 +192,135 @@ def readable(moment: datetime) -> str:
 
 
 def log(message: str, priority: str = "info") -> None:
-    """One line in Postfix's log (where its own lines go) and on standard output."""
+    """One line in Postfix's log (where its own lines go) and on standard output. With
+    Postfix stopped, postlogd does not run: the line is appended to the log file."""
     print(message, flush=True)
-    subprocess.run(["postlog", "-t", TAG, "-p", priority, message], check=False,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logged = subprocess.run(["postlog", "-t", TAG, "-p", priority, message], check=False,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    path = postconf("maillog_file")
+    if path and not postfix_running() and os.path.isfile(path):
+        stamp = datetime.now().strftime("%b %d %H:%M:%S")
+        host = os.uname().nodename.split(".")[0]
+        with open(path, "a", encoding="utf-8") as target:
+            target.write(f"{stamp} {host} {TAG}[{os.getpid()}]: {priority}: {message}\n"
+                         if priority != "info" else
+                         f"{stamp} {host} {TAG}[{os.getpid()}]: {message}\n")
+    elif logged.returncode:
+        print(f"postlog failed ({logged.returncode})", file=sys.stderr)
 
 
-def enforce(config: dict, now: datetime) -> None:
-    """Make defer_transports list exactly the held accounts' transports (others' kept)."""
+def postfix_running() -> bool:
+    return subprocess.run(["postfix", "status"], capture_output=True,
+                          check=False).returncode == 0
+
+
+def master_identity() -> str:
+    """The running master process (its PID and start time): a new one has read main.cf."""
+    try:
+        with open(MASTER_PID, encoding="ascii") as source:
+            pid = source.read().strip()
+        with open(f"/proc/{pid}/stat", encoding="ascii") as source:
+            return f"{pid}:{source.read().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return ""
+
+
+def enforce(config: dict, now: datetime, state_path: str | None = None) -> bool:
+    """Make defer_transports list exactly the held accounts' transports (others' kept),
+    in main.cf and in the running Postfix. False when the running Postfix could not be
+    made to hold or release (it is tried again at the next run)."""
+    state_path = state_path or STATE
+    state = load_state(state_path)
     current = [t for t in re.split(r"[\s,]+", postconf("defer_transports")) if t]
     # The role owns the names accountN: one left by an account since removed from the
     # inventory is ours too, and goes.
     ours = {a["transport"] for a in config["accounts"]} | {
         t for t in current if re.fullmatch(r"account\d+", t)}
-    if not any(a.get("daily_budget") for a in config["accounts"]) and not ours & set(current):
-        return  # no budget, nothing held: the path unit runs this at every delivery
-    report = usage(config, now)
+    if (not any(a.get("daily_budget") for a in config["accounts"])
+            and not ours & set(current) and state.get("enforced", True)
+            and now.timestamp() - state.get("status_at", 0) < 55):
+        # No budget, nothing held: the day's counts (for the metrics) once a minute, not
+        # at every delivery, which starts this program too.
+        return True
+    report = usage(config, now, state)
+    state.update(day=report["day"], sent={a["account"].lower(): a["sent_today"]
+                                          for a in report["accounts"]})
     held = [a for a in report["accounts"] if a["held"]]
     wanted = [t for t in current if t not in ours] + [a["transport"] for a in held]
-    if sorted(wanted) == sorted(current):
-        return
-    newly_held = [a for a in held if a["transport"] not in current]
-    released = [a for a in report["accounts"] if a["transport"] in current and not a["held"]]
-    subprocess.run(["postconf", "-e", f"defer_transports = {' '.join(wanted)}"], check=True)
+    if sorted(wanted) != sorted(current):
+        subprocess.run(["postconf", "-e", f"defer_transports = {' '.join(wanted)}"], check=True)
+        for account in (a for a in held if a["transport"] not in current):
+            log(f"{account['account']} has used its daily budget ({account['sent_today']} of "
+                f"{account['relay_budget']} sent by this relay since {report['day_started']}, "
+                f"its share of {account['daily_budget']}): its mail is held "
+                f"until {report['renews']}", "warning")
+        for account in report["accounts"]:
+            if account["transport"] in current and not account["held"]:
+                log(f"{account['account']}: daily budget renewed at {report['day_started']}, "
+                    f"sending resumes ({account['sent_today']} of "
+                    f"{account['relay_budget'] or 'no limit'} used)")
+    if held or ours & set(current) or not state.get("enforced", True):
+        enforced = apply_to_running_postfix(state, wanted, report["accounts"])
+    else:
+        enforced = True  # nothing held, nothing to release: Postfix has nothing to apply
+    report_status(state, report, enforced, now.timestamp())
+    save_state(state_path, state)
+    return enforced
+
+
+def apply_to_running_postfix(state: dict, wanted: list[str], accounts: list[dict]) -> bool:
+    """Reload Postfix unless the running master already holds ``wanted`` (it started
+    after the setting was written, or a reload with it succeeded); then schedule the
+    held mail of the accounts no longer held. False when Postfix does not run or the
+    reload fails: the setting waits in main.cf, and the next run tries again."""
+    master = master_identity()
+    applied = {"master": master, "holds": sorted(wanted)}
+    if master and state.get("applied") == applied:
+        return True
+    if not postfix_running():
+        return failed(state, "stopped", "cannot hold or release accounts: Postfix is not "
+                      f"running (main.cf holds '{' '.join(wanted)}', read when it starts)")
     # Reload first: the account's next paced delivery is seconds away, and postlog may
     # take a second or two.
-    running = subprocess.run(["postfix", "status"], capture_output=True,
-                             check=False).returncode == 0
-    if running:  # else Postfix reads the setting when it starts
-        subprocess.run(["postfix", "reload"], capture_output=True, check=True)
-    for account in newly_held:
-        log(f"{account['account']} has used its daily budget ({account['sent_today']} of "
-            f"{account['daily_budget']} sent since {report['day_started']}): its mail is held "
-            f"until {report['renews']}", "warning")
-    for account in released:
-        log(f"{account['account']}: daily budget renewed at {report['day_started']}, "
-            f"sending resumes ({account['sent_today']} of {account['daily_budget']} used)")
-    if running and released:
+    reload = subprocess.run(["postfix", "reload"], capture_output=True, text=True, check=False)
+    if reload.returncode:
+        return failed(state, "reload", "cannot hold or release accounts: postfix reload failed "
+                      f"({(reload.stderr or reload.stdout).strip()[-200:]}); tried again "
+                      "every minute")
+    if state.get("failure"):
+        log(f"holds applied to the running Postfix: '{' '.join(wanted)}'")
+    state.update(enforced=True, failure=None, applied={**applied, "master": master_identity()})
+    released = {a["transport"] for a in accounts if a["transport"] not in wanted}
+    queued = held_mail(accounts, released)
+    if queued:
         time.sleep(2)  # let the queue manager restart with the new setting
-        for queue_id in held_mail(report["accounts"], {a["transport"] for a in released}):
+        for queue_id in queued:
             subprocess.run(["postqueue", "-i", queue_id], check=False)
+    return True
+
+
+def failed(state: dict, reason: str, message: str) -> bool:
+    """Say why the holds cannot be applied, once per reason; the next run tries again."""
+    if state.get("failure") != reason:
+        log(message, "warning" if reason == "stopped" else "error")
+    state.update(enforced=False, failure=reason, applied=None)
+    return False
+
+
+def report_status(state: dict, report: dict, enforced: bool, now: float) -> None:
+    """The status lines relay_metrics reads (one per account, one for the relay), when
+    they change and every STATUS_EVERY seconds: budgets 0 mean none."""
+    lines = [f"budget account={a['account'].lower()} sent_today={a['sent_today']} "
+             f"relay_budget={a['relay_budget'] or 0} fleet_budget={a.get('daily_budget') or 0} "
+             f"held={int(a['held'])}" for a in report["accounts"]]
+    held = {a["transport"] for a in report["accounts"] if a["held"]}
+    lines.append(f"budget relay enforced={int(enforced)} "
+                 f"held_messages={len(held_mail(report['accounts'], held)) if held else 0}")
+    if lines != state.get("status") or now - state.get("status_at", 0) >= STATUS_EVERY:
+        for line in lines:
+            log(line)
+        state.update(status=lines, status_at=now)
 
 
 def held_mail(accounts: list[dict], transports: set[str]) -> list[str]:
@@ -205,12 +341,15 @@ def held_mail(accounts: list[dict], transports: set[str]) -> list[str]:
 
 def print_status(report: dict) -> None:
     print(f"budget day: {report['day_started']} to {report['renews']}")
-    print(f"{'account':<32} {'transport':<10} {'sent':>5} {'budget':>7} {'per hour':>9}  state")
+    print("sent and budget: this relay's; fleet: the account's limits for all relays")
+    print(f"{'account':<32} {'transport':<10} {'sent':>5} {'budget':>7} {'fleet':>7} "
+          f"{'per hour':>9}  state")
     for account in report["accounts"]:
-        budget = account.get("daily_budget") or "-"
+        budget = account["relay_budget"] or "-"
+        fleet = account.get("daily_budget") or "-"
         state = f"held until {report['renews']}" if account["held"] else "sending"
         print(f"{account['account']:<32} {account['transport']:<10} {account['sent_today']:>5} "
-              f"{budget:>7} {account['hourly_rate']:>9}  {state}")
+              f"{budget:>7} {fleet:>7} {account['hourly_rate']:>9}  {state}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,15 +362,17 @@ def main(argv: list[str] | None = None) -> int:
         config = json.load(source)
     now = datetime.now(timezone.utc)  # noqa: UP017 (runs on Python 3.9 too)
     if args.command == "enforce":
-        enforce(config, now)
+        enforced = enforce(config, now)
         # The path unit does not start this program again for queue moves while it runs:
         # if the queue moved meanwhile, look once more.
         if os.path.isdir(ACTIVE) and os.stat(ACTIVE).st_mtime >= now.timestamp():
-            enforce(config, datetime.now(timezone.utc))  # noqa: UP017
-    elif args.json:
-        print(json.dumps(usage(config, now), indent=2))
+            enforced = enforce(config, datetime.now(timezone.utc))  # noqa: UP017
+        return 0 if enforced else 1
+    state = load_state(STATE)
+    if args.json:
+        print(json.dumps(usage(config, now, state), indent=2))
     else:
-        print_status(usage(config, now))
+        print_status(usage(config, now, state))
     return 0
 
 
