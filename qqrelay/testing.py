@@ -239,12 +239,15 @@ def run_cases(playbook: Path, group: str, container: str,
     """Apply ``playbook`` once, to one alias of ``container`` per case, in parallel.
 
     Each alias joins ``group`` with the case's variables as host variables (over the
-    scenario's group variables), so many inputs are tried in one ansible-playbook run.
+    scenario's group variables), so many inputs are tried in one ansible-playbook run;
+    each alias is a fleet of its own (postfix_relay_fleet_group "") unless the case says.
     ``options`` are more command-line options (``--check``…).
     """
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    # Each alias is a relay of its own, not one of a fleet of aliases sharing the limits.
     hosts = {f"case-{n}": {"ansible_connection": "community.docker.docker",
-                           "ansible_host": container, **case} for n, case in enumerate(cases)}
+                           "ansible_host": container, "postfix_relay_fleet_group": "", **case}
+             for n, case in enumerate(cases)}
     with tempfile.TemporaryDirectory() as tmp:
         aliases = Path(tmp) / "cases.yml"
         aliases.write_text(json.dumps({group: {"hosts": hosts}}))  # JSON is YAML

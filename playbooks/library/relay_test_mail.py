@@ -79,7 +79,8 @@ def budget_usage() -> list[str]:
             check=True).stdout)
     except (OSError, subprocess.CalledProcessError, ValueError):
         return []
-    return [f"{a['account']}: {a['sent_today']} of {a['daily_budget']} sent today"
+    return [f"{a['account']}: {a['sent_today']} of {a['relay_budget']} sent today by this relay"
+            f" (its share of {a['daily_budget']})"
             + (f", held until {report['renews']}" if a["held"] else "")
             if a["daily_budget"] else f"{a['account']}: {a['sent_today']} sent today, no budget"
             for a in report["accounts"]]

@@ -1,5 +1,7 @@
-"""Daily budgets: an account that has used its budget keeps its mail queued, not bounced,
-until the budget renews; the other accounts keep sending."""
+"""Daily budgets and pace of a fleet: two relays that send as the same accounts never send
+more than the account's limits together, through rotations, a restart, a reboot and a
+relay lost for good; a used share keeps mail queued, not bounced, until the renewal; a
+hold that Postfix cannot take is said, in the log and a metric, and applied once it can."""
 
 from __future__ import annotations
 
@@ -8,39 +10,63 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+import yaml
+
 from qqrelay.testing import (
     assert_left_as,
     log_lines,
     postfix_queue,
     relay_mail,
+    restart_container,
     run_playbook,
     wait_until,
 )
 
-RELAY_IP = "172.30.105.2"
-CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
-TEST_MAIL = Path(__file__).resolve().parents[3] / "playbooks" / "send-test-mail.yml"
+SCENARIO = Path(__file__).resolve().parent.parent
+CONVERGE = SCENARIO / "converge.yml"
+PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
+ADDRESS = {p["name"]: p["networks"][0]["ipv4_address"] for p in PLATFORMS}
 TEAM_SENDER = "build@team.internal.test"  # a sender of the second account (molecule.yml)
-BUDGET = 5  # the main account's postfix_relay_daily_budget (molecule.yml)
-PACE = 3  # seconds between two deliveries of one account: 3600 / 1200 an hour
 BEIJING = timezone(timedelta(hours=8))
+ROTATION = "/etc/logrotate.d/qqrelay-postfix"  # mail_logs' settings
 # qqrelay-budget's lines in the Postfix log.
 HOLD, RESUME = "has used its daily budget", "sending resumes"
 
 
+@pytest.fixture(scope="module")
+def limits(hostvars) -> dict:
+    """The fleet's limits of the main account (molecule.yml) and each relay's share."""
+    relays = [p["name"] for p in PLATFORMS if "relays" in p["groups"]]
+    rate = hostvars[relays[0]]["postfix_relay_hourly_rate"]
+    budget = hostvars[relays[0]]["postfix_relay_daily_budget"]
+    return {"relays": len(relays), "rate": rate, "budget": budget,
+            "share": budget // len(relays), "pace": 3600 * len(relays) / rate}
+
+
+@pytest.fixture(scope="module")
+def relays(instances) -> list:
+    return instances["relays"]
+
+
+def ip(relay) -> str:
+    return ADDRESS[relay.backend.name]
+
+
 def renew_now() -> str:
     """Move the renewal to this second (Beijing time) with the role, as a user would: a
-    new budget day starts, whatever the clock says. The renewal time set."""
+    new budget day starts on both relays, whatever the clock says. The renewal set."""
     renewal = datetime.now(BEIJING).strftime("%H:%M:%S")
     result = run_playbook(CONVERGE, "relays", {"postfix_relay_budget_renewal": renewal})
     assert result.returncode == 0, result.stdout[-3000:]
     return renewal
 
 
-def arrived(upstream, tokens: list[str]) -> list[str]:
-    """The tokens of ``tokens`` that reached the fake upstream."""
-    seen = {(m.get("subject") or "").split()[-1] for m in upstream.events("message")}
-    return [token for token in tokens if token in seen]
+def arrived(upstream, tokens: list[str]) -> list[dict]:
+    """The messages of ``tokens`` that reached the fake upstream (each time it got one)."""
+    wanted = set(tokens)
+    return [m for m in upstream.events("message")
+            if (m.get("subject") or "").split()[-1:] and m["subject"].split()[-1] in wanted]
 
 
 def held(relay) -> list[str]:
@@ -49,70 +75,146 @@ def held(relay) -> list[str]:
             if all(r.get("delay_reason") == "deferred transport" for r in m["recipients"])]
 
 
-def assert_stops_at(relay, upstream, tokens: list[str], count: int, waiting: int) -> None:
-    """``count`` of ``tokens`` arrive, no more after three further paces, and ``waiting``
-    messages stay held in the queue."""
-    wait_until(lambda: len(arrived(upstream, tokens)) >= count, 60 + count * PACE,
-               f"{count} messages upstream")
-    time.sleep(3 * PACE)
-    assert len(arrived(upstream, tokens)) == count
-    assert len(held(relay)) == waiting, postfix_queue(relay)
+def status(relay, account: str) -> dict:
+    """qqrelay-budget status --json, the entry of ``account``."""
+    report = json.loads(relay.check_output("qqrelay-budget status --json"))
+    return next(a for a in report["accounts"] if a["account"] == account)
 
 
-def status(relay) -> dict:
-    """qqrelay-budget status --json."""
-    return json.loads(relay.check_output("qqrelay-budget status --json"))
+def metric(relay, name: str) -> float | None:
+    """A series of the relay's mtail (relay_metrics), read on the relay."""
+    text = relay.check_output(
+        "python3 -c \"import urllib.request; "
+        "print(urllib.request.urlopen('http://127.0.0.1:3903/metrics').read().decode())\"")
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
-def test_an_account_over_its_budget_waits_for_the_renewal(relay, client, normal_upstream,
-                                                          settings) -> None:
-    account, second = settings["qqrelay_test_account"], settings["qqrelay_test_second_account"]
-    relay.check_output("postsuper -d ALL")  # leftovers of an earlier run would use the budget
-    # A budget day that ends during the test would release the mail early: then a new
-    # day starts now.
-    day = status(relay)
-    renewal = "00:00"  # the role's default, which molecule.yml keeps
-    if day["renews_in_seconds"] < 600 or day["accounts"][0]["sent_today"]:
-        renewal = renew_now()
-    holds, resumes = len(log_lines(relay, HOLD)), len(log_lines(relay, RESUME))
-    main = relay_mail(client, RELAY_IP, count=12)["tokens"]
-    team = relay_mail(client, RELAY_IP, sender=TEAM_SENDER, count=4)["tokens"]
+def assert_within_pace(times: list[float], limits: dict) -> None:
+    """In every window between two arrivals, at most the fleet's hourly rate for that
+    window, plus one delivery per relay (each relay paces its share on its own, and two
+    relays may deliver at the same moment)."""
+    times = sorted(times)
+    for first, start in enumerate(times):
+        for last in range(first, len(times)):
+            window = times[last] - start
+            allowed = limits["rate"] * window / 3600 + limits["relays"]
+            assert last - first + 1 <= allowed, (window, last - first + 1, times)
 
-    # The day's 5 leave; the other 7 stay queued. The second account sends meanwhile.
-    for message in normal_upstream.wait_for_all(team, timeout=60):
-        assert_left_as(message, second)
-    assert_stops_at(relay, normal_upstream, main, BUDGET, waiting=12 - BUDGET)
-    [line] = log_lines(relay, HOLD)[holds:]  # one line says so, and until when
-    assert f"{account} {HOLD}" in line
-    assert "held until" in line
-    report = {entry["account"]: entry for entry in status(relay)["accounts"]}
-    assert report[account]["sent_today"] == BUDGET
-    assert report[account]["held"]
-    assert report[second]["sent_today"] == 4
-    assert not report[second]["held"]
+
+def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_upstream,
+                                                      settings, limits) -> None:
+    account = settings["qqrelay_test_account"]
+    first, second = relays
+    share, budget = limits["share"], limits["budget"]
+    for relay in relays:
+        relay.check_output("postsuper -d ALL")  # leftovers of an earlier run
+    renewal = renew_now()
+    holds = {relay: len(log_lines(relay, HOLD)) for relay in relays}
+
+    # 4 of the 6 of the main account: 3 through the first relay, 1 through the other.
+    main = relay_mail(client, ip(first), count=share)["tokens"]
+    main += relay_mail(client, ip(second), count=1)["tokens"]
+    wait_until(lambda: len(arrived(normal_upstream, main)) == share + 1, 60 + 4 * limits["pace"],
+               "4 messages upstream")
+    assert status(first, account)["held"]
+    assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 1)
+    [line] = log_lines(first, HOLD)[holds[first]:]  # one line says so, and until when
+    assert f"{account} {HOLD} ({share} of {share} sent by this relay" in line
+    assert f"its share of {budget}): its mail is held until" in line
+
+    # The day survives two rotations with mail_logs' settings on both relays, a Postfix
+    # restart on the first and a reboot of the second.
+    for relay in relays:
+        for _ in range(2):
+            relay.check_output(f"logrotate -f {ROTATION}")
+            time.sleep(1.1)  # the rotated names carry the second
+    assert len(first.check_output("ls /var/log/postfix.log-*").split()) >= 2
+    first.check_output("systemctl restart postfix")
+    restart_container(second)
+    assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 1)
+    assert status(first, account)["held"]
+    assert not status(second, account)["held"]
+
+    # The relay that sent most is lost (its Postfix stopped): the other sends its share,
+    # 2 more, and no more, of 9 more; ten went to each relay in all. Back, the first
+    # sends none of its own 7 more. Meanwhile a stream of the unbudgeted account through
+    # both relays is paced at the fleet's rate.
+    first.check_output("systemctl stop postfix")
+    main += relay_mail(client, ip(second), count=9)["tokens"]
+    wait_until(lambda: len(arrived(normal_upstream, main)) >= budget, 60 + 3 * limits["pace"],
+               f"{budget} messages upstream")
+    first.check_output("systemctl start postfix")
+    main += relay_mail(client, ip(first), count=10 - share)["tokens"]
+    team = [token for relay in relays
+            for token in relay_mail(client, ip(relay), sender=TEAM_SENDER, count=8)["tokens"]]
+    normal_upstream.wait_for_all(team, timeout=60 + 8 * limits["pace"])
+    time.sleep(3 * limits["pace"])
+    received = arrived(normal_upstream, main)
+    assert len(received) == budget  # none twice
+    assert {m["subject"].split()[-1] for m in received} <= set(main)
+    for message in received:
+        assert_left_as(message, account)
+    assert (len(held(first)), len(held(second))) == (10 - share, 10 - share)
+    assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 3)
+    for relay in relays:
+        assert not log_lines(relay, "status=bounced")
+        assert log_lines(relay, f"budget account={account} sent_today=3 relay_budget=3 "
+                                f"fleet_budget={budget} held=1")
+    stream = sorted(m["time"] for m in arrived(normal_upstream, team))
+    assert_within_pace(stream, limits)
+    assert_within_pace([m["time"] for m in received], limits)
+    print(f"pace: {len(team)} of the second account through both relays at {limits['rate']} "
+          f"an hour for the fleet, in {stream[-1] - stream[0]:.0f} s")
 
     # Re-applying the role changes nothing and the mail stays held.
     rerun = run_playbook(CONVERGE, "relays", {"postfix_relay_budget_renewal": renewal})
     assert rerun.returncode == 0
     assert "changed=0" in rerun.stdout, rerun.stdout[-3000:]
-    assert len(held(relay)) == 12 - BUDGET
+    assert len(held(first)) == len(held(second)) == 10 - share
 
-    # The next day: 5 more leave and the budget holds the last 2 again; the day after, they
-    # leave too. Every message arrives exactly once, and none bounced.
+    # The next day each relay sends its share of the held mail again, the rest waits.
     renew_now()
-    assert_stops_at(relay, normal_upstream, main, 2 * BUDGET, waiting=12 - 2 * BUDGET)
-    renew_now()
-    normal_upstream.wait_for_all(main, timeout=60)
-    assert postfix_queue(relay) == []
-    for token in main:
-        [message] = normal_upstream.messages(token)
-        assert_left_as(message, account)
-    assert not log_lines(relay, "status=bounced")
-    assert len(log_lines(relay, HOLD)) == holds + 2
-    assert len(log_lines(relay, RESUME)) == resumes + 2
+    wait_until(lambda: len(arrived(normal_upstream, main)) >= 2 * budget,
+               60 + 3 * limits["pace"], f"{2 * budget} messages upstream")
+    time.sleep(3 * limits["pace"])
+    assert len(arrived(normal_upstream, main)) == 2 * budget
+    assert len(held(first)) == len(held(second)) == 10 - 2 * share
+    assert [len(log_lines(relay, RESUME)) > 0 for relay in relays] == [True, True]
 
-    # The test-mail report shows the day's count: the last 2, and the test message.
-    report = run_playbook(TEST_MAIL, "relays", {})
-    assert report.returncode == 0, report.stdout[-3000:]
-    assert f"{account}: 3 of {BUDGET} sent today" in report.stdout
-    assert f"{second}: 0 sent today, no budget" in report.stdout  # its 4: an earlier day
+def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(
+        relays, client, normal_upstream, settings, limits) -> None:
+    account = settings["qqrelay_test_account"]
+    relay = relays[1]
+    for each in relays:
+        each.check_output("postsuper -d ALL")
+    renewal = renew_now()
+    token = relay_mail(client, ip(relay))["tokens"][0]
+    normal_upstream.wait_for(token)
+    assert not status(relay, account)["held"]
+    # A lower budget reaches the relay while its Postfix is stopped (written by hand as
+    # the role writes it: the role itself would start Postfix).
+    relay.check_output("systemctl stop postfix")
+    lowered = json.loads(relay.check_output("cat /etc/qqrelay/budget.json"))
+    lowered["accounts"][0]["relay_budget"] = 1
+    relay.check_output(f"echo {json.dumps(json.dumps(lowered))} > /etc/qqrelay/budget.json")
+    assert relay.run("systemctl start qqrelay-budget.service").rc != 0
+    assert log_lines(relay, "cannot hold or release accounts: Postfix is not running")
+    wait_until(lambda: metric(relay, "qqrelay_budget_enforced") == 0, 30,
+               "the metric to say the hold is not applied")
+    # Postfix runs again: within a minute the hold is in the running Postfix.
+    relay.check_output("systemctl start postfix")
+    wait_until(lambda: log_lines(relay, "holds applied to the running Postfix"), 90,
+               "the hold to be applied")
+    assert metric(relay, "qqrelay_budget_enforced") == 1
+    assert metric(relay, f'qqrelay_budget_held{{account="{account}"}}') == 1
+    late = relay_mail(client, ip(relay))["tokens"]
+    time.sleep(2 * limits["pace"])
+    assert not arrived(normal_upstream, late)
+    assert len(held(relay)) == 1
+    # The role puts the budget back, and the held message leaves.
+    assert run_playbook(CONVERGE, "relays",
+                        {"postfix_relay_budget_renewal": renewal}).returncode == 0
+    normal_upstream.wait_for_all(late, timeout=60)

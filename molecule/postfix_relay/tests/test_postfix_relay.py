@@ -304,6 +304,11 @@ INVALID_INPUTS = [
     ({"postfix_relay_connection_reuse_time_limit": "0s"},
      "postfix_relay_connection_reuse_time_limit"),
     ({"postfix_relay_maximal_queue_lifetime": "forever"}, "postfix_relay_maximal_queue_lifetime"),
+    # Held mail would expire before its budget renews.
+    ({"postfix_relay_daily_budget": 100, "postfix_relay_maximal_queue_lifetime": "1d"},
+     "postfix_relay_maximal_queue_lifetime"),
+    ({"postfix_relay_fleet_group": "relay"}, "postfix_relay_fleet_group"),  # a typo
+    ({"postfix_relay_fleet_weight": 0}, "postfix_relay_fleet_weight"),
     ({"postfix_relay_queue_minfree": 1000}, "postfix_relay_queue_minfree"),
     ({"postfix_relay_throttle_replies": ["Connection/limited"]}, "postfix_relay_throttle_replies"),
     ({"postfix_relay_throttle_replies": ["(("]}, "postfix_relay_throttle_replies"),

@@ -192,22 +192,11 @@ def readable(moment: datetime) -> str:
 
 
 def log(message: str, priority: str = "info") -> None:
-    """One line in Postfix's log (where its own lines go) and on standard output. With
-    Postfix stopped, postlogd does not run: the line is appended to the log file."""
+    """One line in Postfix's log (where its own lines go; postlog writes the file itself
+    when Postfix is stopped) and on standard output."""
     print(message, flush=True)
-    logged = subprocess.run(["postlog", "-t", TAG, "-p", priority, message], check=False,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    path = postconf("maillog_file")
-    if path and not postfix_running() and os.path.isfile(path):
-        stamp = datetime.now().strftime("%b %d %H:%M:%S")
-        host = os.uname().nodename.split(".")[0]
-        with open(path, "a", encoding="utf-8") as target:
-            target.write(f"{stamp} {host} {TAG}[{os.getpid()}]: {priority}: {message}\n"
-                         if priority != "info" else
-                         f"{stamp} {host} {TAG}[{os.getpid()}]: {message}\n")
-    elif logged.returncode:
-        print(f"postlog failed ({logged.returncode})", file=sys.stderr)
+    subprocess.run(["postlog", "-t", TAG, "-p", priority, message], check=False,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def postfix_running() -> bool:
