@@ -114,6 +114,48 @@ def test_invalid_budgets_name_their_variable(rate, daily, sender, names) -> None
     assert budget.invalid_budgets([{**TEAM, **sender}], "relay@qq.com", rate, daily) == names
 
 
+def test_each_relay_of_a_fleet_takes_its_share_of_the_limits() -> None:
+    team = {**TEAM, "hourly_rate": 60, "daily_budget": 7}
+    shares = [budget.account_budgets([team], "relay@qq.com", 500, 450,
+                                     {"weights": [1, 1], "index": index}) for index in (0, 1)]
+    # 500 an hour: 250 each, one every 14.4 s rounded up; 60 an hour: 30 each, every 120 s.
+    assert [[b["rate_delay"] for b in relay] for relay in shares] == [[15, 120], [15, 120]]
+    assert [[b["relay_budget"] for b in relay] for relay in shares] == [[225, 4], [225, 3]]
+    assert shares[0][0]["daily_budget"] == 450  # the fleet's, as set
+    weighted = budget.account_budgets([], "relay@qq.com", 500, 10,
+                                      {"weights": [3, 1], "index": 1})
+    assert (weighted[0]["rate_delay"], weighted[0]["relay_budget"]) == (29, 2)  # 125 an hour
+
+
+@pytest.mark.parametrize(("total", "weights", "parts"), [
+    (6, [1, 1], [3, 3]), (7, [1, 1, 1], [3, 2, 2]), (1, [1, 1], [1, 0]),
+    (10, [3, 1], [8, 2]), (5, [1, 2, 2], [1, 2, 2]), (450, [1], [450]),
+])
+def test_the_shares_of_a_budget_add_up_to_it(total, weights, parts) -> None:
+    assert budget.fleet_shares(total, weights) == parts
+    assert sum(budget.fleet_shares(total, weights)) == total
+
+
+@pytest.mark.parametrize(("rate", "daily", "fleet", "names"), [
+    (1, None, {"weights": [1, 1], "index": 0}, ["postfix_relay_hourly_rate (1)"]),  # 0.5 each
+    (7200, None, {"weights": [1, 1], "index": 1}, []),  # 3600 each
+    (7201, None, {"weights": [1, 1], "index": 1}, ["postfix_relay_hourly_rate (7201)"]),
+    (500, 1, {"weights": [1, 1], "index": 1}, ["postfix_relay_daily_budget (1)"]),  # 0 here
+    (500, 1, {"weights": [1, 1], "index": 0}, []),
+    (500, 5, {"weights": [1, 0], "index": 1}, ["postfix_relay_fleet_weight (0)"]),
+])
+def test_a_share_a_relay_cannot_take_is_refused(rate, daily, fleet, names) -> None:
+    assert budget.invalid_budgets([], "relay@qq.com", rate, daily, fleet) == names
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("5d", 432000), ("2", 172800), ("36h", 129600), ("1w", 604800), ("90m", 5400),
+    ("forever", None), ("5 d", None),
+])
+def test_postfix_times_in_seconds(value, seconds) -> None:
+    assert budget.postfix_seconds(value) == seconds
+
+
 @pytest.mark.parametrize(("renewal", "offset", "utc"), [
     ("00:00", "+08:00", "16:00:00"), ("07:30:15", "-05:30", "13:00:15"),
     ("23:59:59", "+00:00", "23:59:59"), ("24:00", "+08:00", ""), ("0:00", "+08:00", ""),
