@@ -213,7 +213,8 @@ def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(
     wait_until(lambda: log_lines(relay, "holds applied to the running Postfix"), 90,
                "the hold to be applied")
     if metrics:
-        assert metric(relay, "qqrelay_budget_enforced") == 1
+        wait_until(lambda: metric(relay, "qqrelay_budget_enforced") == 1, 30,
+                   "the metric to say the hold is applied")
         assert metric(relay, f'qqrelay_budget_held{{account="{account}"}}') == 1
     late = relay_mail(client, ip(relay))["tokens"]
     time.sleep(2 * limits["pace"])
