@@ -69,10 +69,11 @@ def arrived(upstream, tokens: list[str]) -> list[dict]:
             if (m.get("subject") or "").split()[-1:] and m["subject"].split()[-1] in wanted]
 
 
-def held(relay) -> list[str]:
-    """Queue IDs of the messages held by a budget (deferred transport)."""
-    return [m["queue_id"] for m in postfix_queue(relay)
-            if all(r.get("delay_reason") == "deferred transport" for r in m["recipients"])]
+def held(relay, sender: str) -> list[str]:
+    """Queue IDs of the messages from ``sender`` (rewritten to the account: clients' mail,
+    not the relay's own notices) held by a budget (deferred transport)."""
+    return [m["queue_id"] for m in postfix_queue(relay) if m["sender"] == sender
+            and all(r.get("delay_reason") == "deferred transport" for r in m["recipients"])]
 
 
 def status(relay, account: str) -> dict:
@@ -94,13 +95,15 @@ def metric(relay, name: str) -> float | None:
 
 def assert_within_pace(times: list[float], limits: dict) -> None:
     """In every window between two arrivals, at most the fleet's hourly rate for that
-    window, plus one delivery per relay (each relay paces its share on its own, and two
-    relays may deliver at the same moment)."""
+    window, plus two deliveries per relay: each relay paces the starts of its share of
+    deliveries on its own (two relays may deliver at the same moment), and a delivery that
+    opens a connection (DNS, TLS, login) can arrive seconds after it started, next to the
+    following one (seen: 1 s apart at a pace of 6 s)."""
     times = sorted(times)
     for first, start in enumerate(times):
         for last in range(first, len(times)):
             window = times[last] - start
-            allowed = limits["rate"] * window / 3600 + limits["relays"]
+            allowed = limits["rate"] * window / 3600 + 2 * limits["relays"]
             assert last - first + 1 <= allowed, (window, last - first + 1, times)
 
 
@@ -158,7 +161,8 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
     assert {m["subject"].split()[-1] for m in received} <= set(main)
     for message in received:
         assert_left_as(message, account)
-    assert (len(held(first)), len(held(second))) == (10 - share, 10 - share)
+    assert (len(held(first, account)), len(held(second, account))) == (10 - share, 10 - share), \
+        (postfix_queue(first), postfix_queue(second))
     assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 3)
     for relay in relays:
         assert not log_lines(relay, "status=bounced")
@@ -174,7 +178,7 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
     rerun = run_playbook(CONVERGE, "relays", {"postfix_relay_budget_renewal": renewal})
     assert rerun.returncode == 0
     assert "changed=0" in rerun.stdout, rerun.stdout[-3000:]
-    assert len(held(first)) == len(held(second)) == 10 - share
+    assert len(held(first, account)) == len(held(second, account)) == 10 - share
 
     # The next day each relay sends its share of the held mail again, the rest waits.
     renew_now()
@@ -182,7 +186,7 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
                60 + 3 * limits["pace"], f"{2 * budget} messages upstream")
     time.sleep(3 * limits["pace"])
     assert len(arrived(normal_upstream, main)) == 2 * budget
-    assert len(held(first)) == len(held(second)) == 10 - 2 * share
+    assert len(held(first, account)) == len(held(second, account)) == 10 - 2 * share
     assert [len(log_lines(relay, RESUME)) > 0 for relay in relays] == [True, True]
 
 def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(
@@ -219,7 +223,7 @@ def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(
     late = relay_mail(client, ip(relay))["tokens"]
     time.sleep(2 * limits["pace"])
     assert not arrived(normal_upstream, late)
-    assert len(held(relay)) == 1
+    assert len(held(relay, account)) == 1
     # The role puts the budget back, and the held message leaves.
     assert run_playbook(CONVERGE, "relays",
                         {"postfix_relay_budget_renewal": renewal}).returncode == 0
