@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import yaml
 
+from qqrelay import alert_rules
 from qqrelay.testing import assert_left_as, can_connect, relay_mail, run_playbook, wait_until
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
@@ -77,7 +79,8 @@ def test_both_endpoints_are_scraped_with_the_rules_loaded(prometheus: Prometheus
     assert prometheus.value(f'sum(up{{relay="{RELAY}"}})') == 2
     groups = prometheus.api("rules")["groups"]
     assert [group["name"] for group in groups] == ["qqrelay"]
-    assert len(groups[0]["rules"]) == 9
+    shipped = yaml.safe_load(alert_rules.RULES.read_text())["groups"][0]["rules"]
+    assert [rule["name"] for rule in groups[0]["rules"]] == [rule["alert"] for rule in shipped]
 
 
 def test_five_messages_grow_the_delivered_counter_by_five(
