@@ -229,7 +229,8 @@ def main() -> None:
         module.fail_json(msg=f"{len(accounts)} accounts but {len(codes)} codes")
     try:
         upstream = upstream_of(module.params)
-        checked = run_as(module.params["user"], upstream, list(zip(accounts, codes, strict=True)))
+        # Not zip(strict=True): Debian 11's Python 3.9 has no such argument (lengths checked).
+        checked = run_as(module.params["user"], upstream, list(zip(accounts, codes)))  # noqa: B905
     except (OSError, KeyError, ValueError, RuntimeError, subprocess.CalledProcessError) as error:
         module.fail_json(msg=f"cannot check the upstream as {module.params['user']}: {error}")
     steps = [asdict(step) for step in checked]
