@@ -82,6 +82,11 @@ def status(relay, account: str) -> dict:
     return next(a for a in report["accounts"] if a["account"] == account)
 
 
+def sent_today(relays: list, account: str) -> list[int]:
+    """What each relay counts of ``account``'s day."""
+    return [status(relay, account)["sent_today"] for relay in relays]
+
+
 def metric(relay, name: str) -> float | None:
     """A series of the relay's mtail (relay_metrics), read on the relay."""
     text = relay.check_output(
@@ -123,7 +128,7 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
     wait_until(lambda: len(arrived(normal_upstream, main)) == share + 1, 60 + 4 * limits["pace"],
                "4 messages upstream")
     assert status(first, account)["held"]
-    assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 1)
+    assert sent_today(relays, account) == [share, 1]
     [line] = log_lines(first, HOLD)[holds[first]:]  # one line says so, and until when
     assert f"{account} {HOLD} ({share} of {share} sent by this relay" in line
     assert f"its share of {budget}): its mail is held until" in line
@@ -138,7 +143,7 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
     assert len(first.check_output("ls /var/log/postfix.log-*").split()) >= 2
     first.check_output("systemctl restart postfix")
     restart_container(second)
-    assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 1)
+    assert sent_today(relays, account) == [share, 1]
     assert status(first, account)["held"]
     assert not status(second, account)["held"]
 
@@ -163,10 +168,10 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
         assert_left_as(message, account)
     assert (len(held(first, account)), len(held(second, account))) == (10 - share, 10 - share), \
         (postfix_queue(first), postfix_queue(second))
-    assert (status(first, account)["sent_today"], status(second, account)["sent_today"]) == (3, 3)
+    assert sent_today(relays, account) == [share, share]
     for relay in relays:
         assert not log_lines(relay, "status=bounced")
-        assert log_lines(relay, f"budget account={account} sent_today=3 relay_budget=3 "
+        assert log_lines(relay, f"budget account={account} sent_today={share} relay_budget={share} "
                                 f"fleet_budget={budget} held=1")
     stream = sorted(m["time"] for m in arrived(normal_upstream, team))
     assert_within_pace(stream, limits)
@@ -188,6 +193,7 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
     assert len(arrived(normal_upstream, main)) == 2 * budget
     assert len(held(first, account)) == len(held(second, account)) == 10 - 2 * share
     assert [len(log_lines(relay, RESUME)) > 0 for relay in relays] == [True, True]
+
 
 def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(
         relays, client, normal_upstream, settings, limits) -> None:
