@@ -81,6 +81,12 @@ class Upstream:
         return [m for m in self.events("message")
                 if (m.get("subject") or "").split()[-1:] == [token]]
 
+    def arrivals(self, tokens: list[str]) -> list[dict[str, Any]]:
+        """Every message whose Subject ends with one of ``tokens``, each time it arrived."""
+        wanted = set(tokens)
+        return [m for m in self.events("message")
+                if set((m.get("subject") or "").split()[-1:]) & wanted]
+
     def wait_for_all(self, tokens: list[str], timeout: float) -> list[dict[str, Any]]:
         """The first arrival of each of ``tokens``, once all have arrived (in token order)."""
         def arrived() -> list[dict[str, Any]] | None:
@@ -147,6 +153,14 @@ def send_stream(host: Any, *, server: str, sender: str, to: str, sessions: int,
 
 
 POSTFIX_LOG = "/var/log/postfix.log"
+MAIL_LOGS_ROTATION = "/etc/logrotate.d/qqrelay-postfix"  # mail_logs' logrotate settings
+
+
+def rotate_mail_log(host: Any) -> None:
+    """Force a rotation with mail_logs' settings, a second after the last one (the rotated
+    file's name counts in seconds); logrotate skips an empty log."""
+    time.sleep(1.1)
+    host.check_output(f"logrotate -f {MAIL_LOGS_ROTATION}")
 
 
 def relay_mail(client: Any, relay_ip: str, sender: str = "app@internal.test",

@@ -185,6 +185,16 @@ def test_a_second_run_changes_nothing_when_the_holds_are_right(fake, sent, defer
             if c[:2] != ["postconf", "-h"] and c != ["postqueue", "-j"]] == []
 
 
+def test_the_status_lines_are_said_again_after_a_while(fake) -> None:
+    postfix = fake(sent=1, deferred="")
+    now = datetime.now(UTC)
+    counter.enforce(CONFIG, now)
+    counter.enforce(CONFIG, now + timedelta(seconds=counter.STATUS_EVERY - 1))
+    assert len(postfix.status()) == 3  # unchanged: not repeated
+    counter.enforce(CONFIG, now + timedelta(seconds=counter.STATUS_EVERY))
+    assert len(postfix.status()) == 6  # mtail restarted meanwhile gets them back
+
+
 def test_without_budgets_the_log_is_read_once_a_minute(fake) -> None:
     postfix = fake(sent=3, deferred="")
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}

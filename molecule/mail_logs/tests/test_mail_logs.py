@@ -6,18 +6,19 @@ import threading
 import time
 from pathlib import Path
 
-from qqrelay.testing import POSTFIX_LOG, log_lines, queue_id_of, relay_mail, run_playbook
+from qqrelay.testing import (
+    MAIL_LOGS_ROTATION,
+    POSTFIX_LOG,
+    log_lines,
+    queue_id_of,
+    relay_mail,
+    rotate_mail_log,
+    run_playbook,
+)
 
 RELAY_IP = "172.30.102.2"
-ROTATE = "logrotate -f /etc/logrotate.d/qqrelay-postfix"
 RETENTION = 3  # mail_logs_retention_days in molecule.yml, daily: three rotated files
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
-
-
-def rotate(relay) -> None:
-    """Force a rotation; a second apart, as the file suffix counts in seconds."""
-    time.sleep(1.1)
-    relay.check_output(ROTATE)
 
 
 def rotated_files(relay) -> list[str]:
@@ -54,7 +55,7 @@ def test_rotation_while_mail_flows_loses_no_line(relay, client, upstream) -> Non
     sender.start()
     for _ in range(3):
         time.sleep(0.5)
-        rotate(relay)
+        rotate_mail_log(relay)
     sender.join(120)
     assert len(tokens) == 24
     queue_ids = delivered(relay, upstream, tokens)
@@ -66,7 +67,7 @@ def test_rotation_while_mail_flows_loses_no_line(relay, client, upstream) -> Non
 
 
 def test_postfix_writes_to_the_new_file_after_rotation(relay, client, upstream) -> None:
-    rotate(relay)
+    rotate_mail_log(relay)
     token = relay_mail(client, RELAY_IP)["token"]
     upstream.wait_for(token)
     queue_id = queue_id_of(relay, token)  # read from the current file only
@@ -79,7 +80,7 @@ def test_rotation_with_postfix_stopped_succeeds_and_loses_no_line(relay, client,
     queue_id_before = delivered(relay, upstream, [before])[before]
     relay.check_output("systemctl stop postfix")
     try:
-        rotate(relay)  # fails the test when logrotate fails
+        rotate_mail_log(relay)  # fails the test when logrotate fails
     finally:
         relay.check_output("systemctl start postfix")
     after = relay_mail(client, RELAY_IP)["token"]
@@ -94,7 +95,7 @@ def test_rotation_with_postfix_stopped_succeeds_and_loses_no_line(relay, client,
 def test_rotated_files_are_compressed_one_rotation_late(relay) -> None:
     for _ in range(2):  # two rotations of its own: the older one compressed, the newer not
         relay.check_output(f"echo filler >> {POSTFIX_LOG}")
-        rotate(relay)
+        rotate_mail_log(relay)
     files = rotated_files(relay)
     assert len(files) >= 2
     newest, older = files[-1], files[:-1]
@@ -107,7 +108,7 @@ def test_retention_keeps_exactly_the_newest_files(relay) -> None:
     for day in range(1, 6):
         relay.check_output(f"echo old | gzip > {POSTFIX_LOG}-2020010{day}-157783680{day}.gz")
     relay.check_output(f"echo filler >> {POSTFIX_LOG}")
-    rotate(relay)
+    rotate_mail_log(relay)
     files = rotated_files(relay)
     assert len(files) == RETENTION
     assert not [name for name in files if "-2020" in name]
@@ -115,7 +116,7 @@ def test_retention_keeps_exactly_the_newest_files(relay) -> None:
 
 def test_log_files_have_the_configured_owner_and_mode(relay) -> None:
     relay.check_output(f"echo filler >> {POSTFIX_LOG}")
-    rotate(relay)
+    rotate_mail_log(relay)
     log = relay.file(POSTFIX_LOG)
     assert (log.user, log.group, log.mode) == ("root", "adm", 0o640)
     for name in rotated_files(relay):
@@ -123,16 +124,16 @@ def test_log_files_have_the_configured_owner_and_mode(relay) -> None:
 
 
 def test_logrotate_configuration_is_valid(relay) -> None:
-    result = relay.run("logrotate -d /etc/logrotate.d/qqrelay-postfix")
+    result = relay.run(f"logrotate -d {MAIL_LOGS_ROTATION}")
     assert result.rc == 0, result.stderr
 
 
 def test_invalid_rotation_fails_the_run_before_any_change(relay) -> None:
-    before = relay.check_output("md5sum /etc/logrotate.d/qqrelay-postfix")
+    before = relay.check_output(f"md5sum {MAIL_LOGS_ROTATION}")
     result = run_playbook(CONVERGE, "relays", {"mail_logs_owner": "nosuchuser"})
     assert result.returncode != 0
     assert "nosuchuser" in result.stdout + result.stderr
-    assert relay.check_output("md5sum /etc/logrotate.d/qqrelay-postfix") == before
+    assert relay.check_output(f"md5sum {MAIL_LOGS_ROTATION}") == before
 
 
 def test_compressing_at_once_is_refused(relay) -> None:
@@ -146,10 +147,10 @@ def test_compressing_at_once_is_refused(relay) -> None:
 def test_log_file_outside_var_fails_before_any_change(relay) -> None:
     # Postfix writes its log only under maillog_file_prefixes (/var): elsewhere sendmail
     # and every new daemon would fail at once.
-    before = relay.check_output("md5sum /etc/postfix/main.cf /etc/logrotate.d/qqrelay-postfix")
+    before = relay.check_output(f"md5sum /etc/postfix/main.cf {MAIL_LOGS_ROTATION}")
     result = run_playbook(CONVERGE, "relays", {"mail_logs_file": "/srv/postfix.log"})
     assert result.returncode != 0
     assert "mail_logs_file" in result.stdout + result.stderr
     assert "changed=0" in result.stdout
-    after = relay.check_output("md5sum /etc/postfix/main.cf /etc/logrotate.d/qqrelay-postfix")
+    after = relay.check_output(f"md5sum /etc/postfix/main.cf {MAIL_LOGS_ROTATION}")
     assert after == before

@@ -307,6 +307,9 @@ INVALID_INPUTS = [
     # Held mail would expire before its budget renews.
     ({"postfix_relay_daily_budget": 100, "postfix_relay_maximal_queue_lifetime": "1d"},
      "postfix_relay_maximal_queue_lifetime"),
+    ({"postfix_relay_daily_budget": 100,
+      "postfix_relay_main_cf_extra": {"maximal_queue_lifetime": "12h"}},
+     "postfix_relay_maximal_queue_lifetime"),  # not past the check through the extras
     ({"postfix_relay_fleet_group": "relay"}, "postfix_relay_fleet_group"),  # a typo
     ({"postfix_relay_fleet_weight": 0}, "postfix_relay_fleet_weight"),
     ({"postfix_relay_queue_minfree": 1000}, "postfix_relay_queue_minfree"),

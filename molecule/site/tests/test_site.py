@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qqrelay.testing import (
     assert_left_as,
@@ -26,6 +28,7 @@ OUTSIDER_IP = "172.30.104.20"
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 SITE = PLAYBOOKS / "site.yml"
 SEND_TEST_MAIL = PLAYBOOKS / "send-test-mail.yml"
+ROLE_DEFAULTS = PLAYBOOKS.parent / "roles" / "postfix_relay" / "defaults" / "main.yml"
 
 
 def send_test_mail(limit: str = "relays", group_vars=None, **extra_vars) -> tuple[int, str]:
@@ -102,6 +105,17 @@ def test_check_mode_on_a_fresh_host_runs_to_the_end(client) -> None:
     assert not result.failed, result.messages
     assert result.changed > 0  # the packages it would install
     assert client.run("test -e /etc/postfix/main.cf || dpkg -s postfix").rc != 0
+
+
+def test_the_default_rate_is_shared_by_the_two_relays(instances) -> None:
+    """With the defaults, 500 an hour per account is the fleet's: each of the two relays
+    paces each account at half of it, one delivery every ceil(3600 / 250) = 15 s."""
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text())
+    relays = instances["relays"]
+    share = defaults["postfix_relay_hourly_rate"] / len(relays)
+    for relay in relays:
+        delay = relay.check_output("postconf -h account0_destination_rate_delay")
+        assert delay == f"{math.ceil(3600 / share)}s", relay.backend.name
 
 
 def test_client_mail_crosses_the_relay_and_is_logged(relay, client, normal_upstream,

@@ -229,8 +229,8 @@ def enforce(config: dict, now: datetime, state_path: str | None = None) -> bool:
     if (not any(a.get("daily_budget") for a in config["accounts"])
             and not ours & set(current) and state.get("enforced", True)
             and now.timestamp() - state.get("status_at", 0) < 55):
-        # No budget, nothing held: the day's counts (for the metrics) once a minute, not
-        # at every delivery, which starts this program too.
+        # No budget, nothing held: the day's counts (for the metrics) about once a minute
+        # (the timer's), not at every delivery, which starts this program too.
         return True
     report = usage(config, now, state)
     state.update(day=report["day"], sent={a["account"].lower(): a["sent_today"]
@@ -268,18 +268,19 @@ def apply_to_running_postfix(state: dict, wanted: list[str], accounts: list[dict
     if master and state.get("applied") == applied:
         return True
     if not postfix_running():
-        return failed(state, "stopped", "cannot hold or release accounts: Postfix is not "
-                      f"running (main.cf holds '{' '.join(wanted)}', read when it starts)")
+        return cannot_apply(state, "stopped", "cannot hold or release accounts: Postfix is "
+                            f"not running (main.cf holds '{' '.join(wanted)}', read when it "
+                            "starts)")
     # Reload first: the account's next paced delivery is seconds away, and postlog may
     # take a second or two.
     reload = subprocess.run(["postfix", "reload"], capture_output=True, text=True, check=False)
     if reload.returncode:
-        return failed(state, "reload", "cannot hold or release accounts: postfix reload failed "
-                      f"({(reload.stderr or reload.stdout).strip()[-200:]}); tried again "
-                      "every minute")
+        return cannot_apply(state, "reload", "cannot hold or release accounts: postfix reload "
+                            f"failed ({(reload.stderr or reload.stdout).strip()[-200:]}); tried "
+                            "again every minute")
     if state.get("failure"):
         log(f"holds applied to the running Postfix: '{' '.join(wanted)}'")
-    state.update(enforced=True, failure=None, applied={**applied, "master": master_identity()})
+    state.update(enforced=True, failure=None, applied=applied)
     released = {a["transport"] for a in accounts if a["transport"] not in wanted}
     queued = held_mail(accounts, released)
     if queued:
@@ -289,7 +290,7 @@ def apply_to_running_postfix(state: dict, wanted: list[str], accounts: list[dict
     return True
 
 
-def failed(state: dict, reason: str, message: str) -> bool:
+def cannot_apply(state: dict, reason: str, message: str) -> bool:
     """Say why the holds cannot be applied, once per reason; the next run tries again."""
     if state.get("failure") != reason:
         log(message, "warning" if reason == "stopped" else "error")
