@@ -7,6 +7,7 @@ inventory renders.
 from __future__ import annotations
 
 import hashlib
+import re
 
 
 def _checksum(content: object) -> str:
@@ -108,6 +109,12 @@ def units_to_start(names: list, units: dict) -> list:
     return [name for name in names if not converged(name)]
 
 
+def postfix_check_problems(lines: list) -> list:
+    """The lines of ``postfix check`` output that are warnings or errors: all but Debian
+    13's notes of the files it copies into the chroot ("updating /etc/resolv.conf => …")."""
+    return [line for line in lines if not re.match(r"updating /\S+ => ", str(line))]
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
@@ -119,4 +126,5 @@ class FilterModule:
             "qqrelay_missing_packages": missing_packages,
             "qqrelay_systemd_units": systemd_units,
             "qqrelay_units_to_start": units_to_start,
+            "qqrelay_postfix_check_problems": postfix_check_problems,
         }

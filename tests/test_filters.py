@@ -43,7 +43,21 @@ def test_networks_of_version() -> None:
 
 def test_invalid_regex_says_why() -> None:
     assert regex.invalid_regex("Connection frequency limited") == ""
+    assert regex.invalid_regex("Ip (frequency|rate) limited [0-9]+[[:space:]]?s") == ""
+    assert regex.invalid_regex(r"limited\.") == ""
     assert "((" in regex.invalid_regex("((")
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    ("(?i)connection frequency limited", "(?…) groups are Python's"),
+    (r"limited after \d+ tries", "write [0-9]"),
+    (r"Too\smany", "write [[:space:]]"),
+    ("frequency {limited", ""),  # Python takes the brace as a letter; POSIX does not
+])
+def test_python_only_regex_is_refused_with_the_posix_spelling(pattern: str, why: str) -> None:
+    problem = regex.invalid_regex(pattern)
+    assert problem.startswith(pattern), problem
+    assert why in problem
 
 
 firewall = filter_plugin("qqrelay_firewall")
@@ -399,3 +413,11 @@ def test_ha_off_network() -> None:
     off = ha.ha_off_network
     assert off("192.0.2.10/24", ["192.0.2.21", "198.51.100.1", "bad"]) == ["198.51.100.1"]
     assert off("203.0.113.5/32", ["192.0.2.21"]) == []
+
+
+def test_postfix_check_problems_skip_debian_13s_chroot_notes() -> None:
+    converge = filter_plugin("qqrelay_converge")
+    lines = ["updating /etc/resolv.conf => /var/spool/postfix/etc/resolv.conf",
+             "postfix/postfix-script: warning: not owned by root: /etc/postfix/x"]
+    assert converge.postfix_check_problems(lines) == lines[1:]
+    assert converge.postfix_check_problems(lines[:1]) == []

@@ -179,16 +179,21 @@ def test_refused_content_bounces_once_and_never_loops(relay, client, normal_upst
     assert postfix_queue(relay) == []
 
 
-def test_reply_to_and_sender_arrive_as_written(client, normal_upstream, settings) -> None:
+def test_sender_headers_but_from_arrive_as_written(client, normal_upstream, settings) -> None:
     account = settings["qqrelay_test_account"]
+    kept = {"Reply-To": "Support <support@example.com>", "Sender": "robot@internal.test",
+            "Disposition-Notification-To": "receipts@internal.test",
+            "Mail-Followup-To": "list@internal.test"}
+    # A client's header in the relay's own renaming scheme must not leave as a second From:.
     sent = relay_mail(client, RELAY_IP, from_header="Shop <shop@internal.test>",
-                      headers=["Reply-To: Support <support@example.com>",
-                               "Sender: robot@internal.test"])
+                      headers=[f"{name}: {value}" for name, value in kept.items()]
+                      + ["X-Qqrelay-Kept-From: Forged <ceo@internal.test>"])
     received = normal_upstream.wait_for(sent["token"])
     assert_left_as(received, account, from_header=f"Shop <{account}>")
     headers = message_from_string(normal_upstream.raw(received))
-    assert headers.get_all("Reply-To") == ["Support <support@example.com>"]
-    assert headers.get_all("Sender") == ["robot@internal.test"]
+    for name, value in kept.items():
+        assert headers.get_all(name) == [value], name
+    assert headers.get_all("From") == [f"Shop <{account}>"]
     assert not [name for name in headers if name.lower().startswith("x-qqrelay")]
 
 
@@ -320,6 +325,16 @@ INVALID_INPUTS = [
     ({"postfix_relay_main_cf_extra": {"smtpd_banner": "hello\nrelayhost = [evil.test]"}},
      "postfix_relay_main_cf_extra.smtpd_banner"),
     ({"postfix_relay_main_cf_extra": {"Bad Name": "1"}}, "postfix_relay_main_cf_extra"),
+    ({"postfix_relay_main_cf_extra": {"myhostname": "other.example.com"}},
+     "postfix_relay_main_cf_extra.myhostname"),  # the bounce loop would reopen
+    ({"postfix_relay_main_cf_extra": {"double_bounce_sender": "nobody"}},
+     "postfix_relay_main_cf_extra.double_bounce_sender"),
+    # Python's regular expressions, not Postfix's (POSIX): the rule would be lost.
+    ({"postfix_relay_throttle_replies": ["(?i)connection frequency limited"]},
+     "(?…) groups are Python's"),
+    ({"postfix_relay_throttle_replies": [r"limited \d+"]}, "write [0-9]"),
+    ({"postfix_relay_tls_ca_file": "/etc/ssl/certs/no-such-ca.pem"},
+     "postfix_relay_tls_ca_file (/etc/ssl/certs/no-such-ca.pem) does not exist"),
     ({"postfix_relay_sender_accounts": [{"account": "x@qq.com", "senders": ["@a.test"]}]},
      "authorization_code"),
     (team_account(senders=["not a sender"]), "postfix_relay_sender_accounts[0]"),
@@ -358,7 +373,8 @@ def test_invalid_input_fails_before_any_change(invalid_input_results, case) -> N
 # Values the role's checks let through but Postfix refuses: the staged configuration
 # fails Postfix's own check, and the live one stays as it was.
 REFUSED_BY_POSTFIX = [
-    ({"postfix_relay_main_cf_extra": {"myhostname": "12345"}}, "myhostname"),
+    ({"postfix_relay_main_cf_extra": {"default_process_limit": "many"}},
+     "bad numerical configuration: default_process_limit"),
     ({"postfix_relay_main_cf_extra": {"qqrelay_no_such_setting": "1"}},
      "unused parameter: qqrelay_no_such_setting"),
 ]
