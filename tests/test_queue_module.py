@@ -3,6 +3,7 @@ on postqueue -j entries as Postfix writes them, and the fleet's report."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import filter_plugin, playbook_module
 
 queue = playbook_module("qqrelay_queue")
@@ -71,3 +72,53 @@ def test_a_rotation_entry_has_a_sender_of_its_account() -> None:
     assert day2.rotation_entry({"account": "b@qq.com", "authorization_code": "x",
                                 "senders": ["app@a.example", "@b.example"]})["sender"] == \
         "app@a.example"
+
+
+def params(**given: object) -> dict:
+    return {"action": "report", "ids": [], "queue": "", "sender": "", "recipient": "",
+            "reason": "", "all": False, "listing": "tok123", "confirm": "", **given}
+
+
+def test_widening_actions_need_a_selector_or_all() -> None:
+    for action in ("requeue", "hold", "delete"):
+        assert "needs the messages chosen" in queue.problem(params(action=action))
+        assert queue.problem(params(action=action, all=True)) == ""
+        assert queue.problem(params(action=action, sender="^a@")) == ""
+    assert queue.problem(params(action="flush")) == ""
+    assert "without queue_ids" in queue.problem(params(action="delete", all=True, ids=["A1"]))
+    assert "not true" in queue.problem(params(action="delete", sender="x", confirm="true"))
+    assert "delete and hold only" in queue.problem(params(action="flush", confirm="tok123"))
+
+
+def test_a_confirmation_acts_on_the_listed_messages_only(tmp_path, monkeypatch) -> None:
+    done: list = []
+    monkeypatch.setattr(queue, "LISTING", str(tmp_path / "q" / "listing.json"))
+    monkeypatch.setattr(queue, "act", lambda action, ids: done.append((action, ids)))
+    first = queue.chosen(MESSAGES, params(sender="^alerts@"))
+    changed, said, token = queue.carry_out("delete", first, params(sender="^alerts@"), False)
+    assert (changed, token, done) == (False, "tok123", [])
+    assert said == "would delete 3 messages: A1 A2 D1 (to do it: -e queue_confirm=tok123)"
+    # Since the listing, D1 left and E1 arrived: only A1 and A2 go.
+    now = [m for m in MESSAGES if m["queue_id"] != "D1"] + [
+        entry("E1", "deferred", "alerts@qq.com", "new@example.net")]
+    picked = queue.chosen(now, params(sender="^alerts@"))
+    with pytest.raises(ValueError, match="not the token"):
+        queue.carry_out("delete", picked, params(sender="^alerts@", confirm="other"), False)
+    with pytest.raises(ValueError, match="not the token"):
+        queue.carry_out("hold", picked, params(sender="^alerts@", confirm="tok123"), False)
+    changed, said, _ = queue.carry_out("delete", picked,
+                                       params(sender="^alerts@", confirm="tok123"), False)
+    assert changed
+    assert done == [("delete", ["A1", "A2"])]
+    assert said == ("delete: 2 listed messages: A1 A2; listed but no longer queued or chosen: "
+                    "D1; not listed, left alone: E1")
+    with pytest.raises(ValueError, match="list again"):  # a token acts once
+        queue.carry_out("delete", picked, params(sender="^alerts@", confirm="tok123"), False)
+
+
+def test_check_mode_lists_without_recording(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(queue, "LISTING", str(tmp_path / "listing.json"))
+    picked = queue.chosen(MESSAGES, params(queue="hold"))
+    assert queue.carry_out("hold", picked, params(queue="hold"), True) == (
+        False, "would hold 1 messages: C1", "")
+    assert not (tmp_path / "listing.json").exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -21,9 +22,13 @@ description:
     deferral reasons grouped (addresses and ports taken out) with counts and the fix of
     the troubleshooting table for each, and the top senders and recipients.
   - With an O(action), acts on the messages chosen by O(ids), O(sender), O(recipient),
-    O(reason) and O(queue) (all given must match; none given is every message).
-    C(delete) and C(hold) only say what they would do unless O(confirm) is true; check
-    mode never acts.
+    O(reason) and O(queue) (all given must match). C(flush) and C(release) with no
+    criterion take every message; C(requeue), C(hold) and C(delete) need one, or O(all).
+    C(requeue) and C(flush) leave the hold queue alone (C(release) is for held mail).
+  - C(delete) and C(hold) first only list the chosen messages, and record the list on the
+    relay under O(listing); run again with O(confirm) set to that token, they act on the
+    listed messages that are still queued and still chosen, and on no other (mail that
+    arrived since is left alone). Check mode never acts and records nothing.
 options:
   action:
     type: str
@@ -35,7 +40,9 @@ options:
   recipient: {type: str, default: "", description: Regular expression on any recipient.}
   reason: {type: str, default: "", description: Regular expression on a deferral reason.}
   queue: {type: str, default: "", description: "Only this queue (active, deferred, hold...)."}
-  confirm: {type: bool, default: false, description: Carry out delete or hold.}
+  all: {type: bool, default: false, description: "Choose every message (requeue, hold, delete)."}
+  listing: {type: str, default: "", description: "The token under which a listing is recorded."}
+  confirm: {type: str, default: "", description: "The token of the listing to carry out."}
   top: {type: int, default: 5, description: How many top senders and recipients.}
 """
 
@@ -44,11 +51,15 @@ report: {type: dict, description: "queues, total, oldest, reasons, top_senders, 
 lines: {type: list, description: The report as lines to read.}
 chosen: {type: list, description: "The chosen messages: id, queue, sender, recipients, reasons."}
 done: {type: str, description: What the action did, or would do.}
+listed: {type: str, description: "The token a confirmation must give; empty when none is pending."}
 """
 
 QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
 POSTSUPER = {"requeue": "-r", "hold": "-h", "release": "-H", "delete": "-d"}
 NEEDS_CONFIRM = ("delete", "hold")
+NEEDS_SELECTOR = ("requeue", "hold", "delete")
+SELECTORS = ("ids", "sender", "recipient", "reason", "queue")
+LISTING = "/var/lib/qqrelay-queue/listing.json"  # root only: the last listing to confirm
 
 
 def read_queue() -> list[dict[str, Any]]:
@@ -125,6 +136,86 @@ def act(action: str, ids: list[str]) -> None:
                    text=True, capture_output=True, check=True)
 
 
+def read_listing() -> dict[str, Any]:
+    try:
+        with open(LISTING, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_listing(listing: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(LISTING), mode=0o700, exist_ok=True)
+    tmp = f"{LISTING}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+              encoding="utf-8") as file:
+        json.dump(listing, file)
+    os.replace(tmp, LISTING)
+
+
+def problem(params: dict[str, Any]) -> str:
+    """Why the module's parameters cannot be acted on; empty when they can."""
+    for name in ("sender", "recipient", "reason"):
+        try:
+            re.compile(params[name])
+        except re.error as error:
+            return f"queue_{name} is not a regular expression: {error}"
+    action = params["action"]
+    selected = any(params[name] for name in SELECTORS)
+    if action in NEEDS_SELECTOR and not selected and not params["all"]:
+        return (f"queue_action={action} needs the messages chosen: queue_ids, queue_sender, "
+                "queue_recipient, queue_reason or queue_queue, or -e queue_all=true for every "
+                "message. Nothing was changed.")
+    if params["all"] and selected:
+        return ("queue_all=true chooses every message: give it without queue_ids, "
+                "queue_sender, queue_recipient, queue_reason and queue_queue, or drop it.")
+    if params["confirm"] and action not in NEEDS_CONFIRM:
+        return f"queue_confirm is for delete and hold only, not queue_action={action}."
+    if params["confirm"] in ("true", "True", "yes", "1"):
+        return ("queue_confirm takes the token that the listing printed "
+                "(-e queue_confirm=TOKEN), not true: run without queue_confirm first to list "
+                "the messages. Nothing was changed.")
+    return ""
+
+
+def carry_out(action: str, picked: list[dict[str, Any]], params: dict[str, Any],
+              check_mode: bool) -> tuple[bool, str, str]:
+    """Act on ``picked`` or list them: changed, what was done, the listing's token."""
+    ids = sorted(m["id"] for m in picked)
+    if action in NEEDS_CONFIRM and params["confirm"]:
+        listing = read_listing()
+        if listing.get("token") != params["confirm"] or listing.get("action") != action:
+            raise ValueError(
+                f"queue_confirm={params['confirm']} is not the token of this relay's last "
+                f"listing of queue_action={action}: list again (without queue_confirm) and "
+                "confirm with the token it prints. Nothing was changed.")
+        listed = set(listing.get("ids", []))
+        gone = sorted(listed - {m["id"] for m in picked})
+        new = sorted(set(ids) - listed)
+        ids = sorted(listed & set(ids))
+        note = ((f"; listed but no longer queued or chosen: {' '.join(gone)}" if gone else "")
+                + (f"; not listed, left alone: {' '.join(new)}" if new else ""))
+        if check_mode:
+            return False, f"would {action} {len(ids)} listed messages: {' '.join(ids)}{note}", ""
+        if ids:
+            act(action, ids)
+        write_listing({})  # a token acts once
+        return bool(ids), f"{action}: {len(ids)} listed messages: {' '.join(ids)}{note}", ""
+    if not ids:
+        return False, f"{action}: no message matches", ""
+    if check_mode:
+        return False, f"would {action} {len(ids)} messages: {' '.join(ids)}", ""
+    if action in NEEDS_CONFIRM:
+        token = params["listing"]
+        if not token:
+            raise ValueError("qqrelay_queue needs a listing token to list messages to confirm")
+        write_listing({"token": token, "action": action, "ids": ids})
+        return (False, f"would {action} {len(ids)} messages: {' '.join(ids)} "
+                f"(to do it: -e queue_confirm={token})", token)
+    act(action, ids)
+    return True, f"{action}: {len(ids)} messages: {' '.join(ids)}", ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -135,38 +226,34 @@ def main() -> None:
             "recipient": {"type": "str", "default": ""},
             "reason": {"type": "str", "default": ""},
             "queue": {"type": "str", "default": ""},
-            "confirm": {"type": "bool", "default": False},
+            "all": {"type": "bool", "default": False},
+            "listing": {"type": "str", "default": ""},
+            "confirm": {"type": "str", "default": ""},
             "top": {"type": "int", "default": 5},
         },
         supports_check_mode=True,
     )
     params = module.params
-    for name in ("sender", "recipient", "reason"):
-        try:
-            re.compile(params[name])
-        except re.error as error:
-            module.fail_json(msg=f"queue_{name} is not a regular expression: {error}")
+    why = problem(params)
+    if why:
+        module.fail_json(msg=why)
     messages = read_queue()
     summary = report(messages, params["top"], time.time())
-    result: dict[str, Any] = {"changed": False, "report": summary,
+    result: dict[str, Any] = {"changed": False, "report": summary, "listed": "",
                               "lines": report_lines(summary), "chosen": [], "done": ""}
     action = params["action"]
     if action != "report":
         picked = chosen(messages, params)
         if action == "release":
             picked = [m for m in picked if m["queue"] == "hold"]
+        elif action in ("requeue", "flush"):  # held mail stays held until released
+            picked = [m for m in picked if m["queue"] != "hold"]
         result["chosen"] = picked
-        ids = sorted(m["id"] for m in picked)
-        if not ids:
-            result["done"] = f"{action}: no message matches"
-        elif module.check_mode or (action in NEEDS_CONFIRM and not params["confirm"]):
-            result["done"] = (f"would {action} {len(ids)} messages: {' '.join(ids)}"
-                              + ("" if module.check_mode else
-                                 " (set queue_confirm: true to do it)"))
-        else:
-            act(action, ids)
-            result["changed"] = True
-            result["done"] = f"{action}: {len(ids)} messages: {' '.join(ids)}"
+        try:
+            result["changed"], result["done"], result["listed"] = carry_out(
+                action, picked, params, module.check_mode)
+        except ValueError as error:
+            module.fail_json(msg=str(error), **result)
     module.exit_json(**result)
 
 
