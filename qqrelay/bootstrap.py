@@ -81,6 +81,8 @@ def ensure_venv() -> None:
 
 
 # Programs the unit tests run, from the Debian package that has them.
+# The test images every run needs: scenario day2 has a relay of each Debian release.
+EVERY_RELEASE = ("debian11", "debian12", "debian13")
 DEBIAN_PROGRAMS = {"promtool": "prometheus", "mtail": "mtail"}
 
 
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         step(name, started)
     if not args.no_images:
         started = time.monotonic()
-        images.ensure([*args.distros.split(), "upstream"])
+        images.ensure([*dict.fromkeys([*args.distros.split(), *EVERY_RELEASE]), "upstream"])
         step("test images", started)
     if shutil.which("docker") is None:
         raise SystemExit("no docker client on PATH after setup")

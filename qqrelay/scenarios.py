@@ -8,7 +8,8 @@ of the relay, sustained faults), so two at a time on two cores take far less tha
 after the other. A scenario's output is kept in .molecule-logs/ and printed whole when
 it ends, so that two scenarios' lines never mix. A failure does not stop the others,
 and the exit code says if any failed. The last line is the count, e.g.
-``molecule: 5 passed, 0 failed``.
+``molecule: 5 passed, 0 failed``. A scenario of EVERY_RELEASE has a relay of each Debian
+release in its molecule.yml and runs once, labelled ``all``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ DISTROS = ("debian11", "debian12", "debian13")
 ORDER = ("smoke", "postfix_relay", "firewall", "budget", "site", "mail_logs")
 # Scenarios whose roles refuse a distro (with the reason, in the role's checks).
 UNSUPPORTED = {"monitoring": {"debian11"}}  # relay_metrics: Debian 12 and 13 only
+# Scenarios whose relays are one of each release (their images are fixed in molecule.yml):
+# they run once, whatever --distros says, labelled with this name.
+EVERY_RELEASE = {"day2"}
+ALL = "all"
 
 
 def discover() -> list[str]:
@@ -39,7 +44,8 @@ def discover() -> list[str]:
 
 def run(scenario: str, distro: str) -> tuple[bool, float]:
     """``molecule test`` of one scenario on one distro; whether it passed and its time."""
-    env = {**os.environ, "MOLECULE_DISTRO": distro, "ANSIBLE_FORCE_COLOR": "0",
+    env = {**os.environ, "MOLECULE_DISTRO": "debian12" if distro == ALL else distro,
+           "ANSIBLE_FORCE_COLOR": "0",
            "PY_COLORS": "0", "NO_COLOR": "1"}
     LOGS.mkdir(exist_ok=True)
     log = LOGS / f"{scenario}-{distro}.log"
@@ -110,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown distro {' '.join(unknown)}; choose from {' '.join(DISTROS)}")
     scenarios = args.scenarios or discover()
     started = time.monotonic()
-    pairs = [(scenario, distro) for distro in distros for scenario in scenarios
-             if distro not in UNSUPPORTED.get(scenario, set())]
-    for scenario, distro in sorted({(s, d) for s in scenarios for d in distros} - set(pairs)):
-        print(f"[molecule] {scenario} on {distro}: not supported, skipped", flush=True)
+    pairs = []
+    for first, distro in enumerate(distros):
+        for scenario in scenarios:
+            if scenario in EVERY_RELEASE:  # once, with the first distro's scenarios
+                pairs += [(scenario, ALL)] if first == 0 else []
+            elif distro in UNSUPPORTED.get(scenario, set()):
+                print(f"[molecule] {scenario} on {distro}: not supported, skipped", flush=True)
+            else:
+                pairs.append((scenario, distro))
     results = Runner(pairs, max(1, args.jobs)).run_all()
     print(f"[molecule] summary ({time.monotonic() - started:.0f} s in all, "
           f"{args.jobs} at a time):")

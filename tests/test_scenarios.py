@@ -59,3 +59,17 @@ def test_a_scenario_is_skipped_on_a_distro_its_roles_refuse(monkeypatch, tmp_pat
     assert scenarios.main(["monitoring", "smoke", "--distros", "debian11 debian12"]) == 0
     assert sorted(ran) == [("monitoring", "debian12"), ("smoke", "debian11"), ("smoke", "debian12")]
     assert "monitoring on debian11: not supported, skipped" in capsys.readouterr().out
+
+
+def test_a_scenario_of_every_release_runs_once(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(scenarios, "LOGS", tmp_path)
+    ran: list[tuple[str, str]] = []
+
+    def fake_run(scenario: str, distro: str) -> tuple[bool, float]:
+        (tmp_path / f"{scenario}-{distro}.log").write_text("")
+        ran.append((scenario, distro))
+        return True, 0.0
+
+    monkeypatch.setattr(scenarios, "run", fake_run)
+    assert scenarios.main(["day2", "smoke", "--distros", "debian11 debian13", "--jobs", "1"]) == 0
+    assert ran == [("day2", "all"), ("smoke", "debian11"), ("smoke", "debian13")]

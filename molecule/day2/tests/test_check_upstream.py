@@ -1,18 +1,38 @@
-"""playbooks/check-upstream.yml on a relay with the egress lock on: every step passes
+"""playbooks/send-test-mail.yml and check-upstream.yml on a relay of each Debian release,
+with the egress lock on: a test message leaves from each; every step of the check passes
 against the fake, and each fault fails at its own step with the upstream's reply and the
-fix. No mail is sent."""
+fix. The check sends no mail."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from qqrelay.testing import can_connect, run_playbook
 
-PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "check-upstream.yml"
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
+PLAYBOOK = PLAYBOOKS / "check-upstream.yml"
 UPSTREAM = "smtp.qq.test"
 ACCOUNTS = ("relay@qq.com", "team@qq.com")
+RELAYS = 3  # one of each release (molecule.yml)
+
+
+def recap_changed(output: str) -> list[str]:
+    """Each host's changed= count in the play recap."""
+    return re.findall(r" changed=(\d+) ", output.split("PLAY RECAP")[-1])
+
+
+def test_a_test_message_leaves_from_each_relay(normal_upstream: Any) -> None:
+    started = time.time()
+    result = run_playbook(PLAYBOOKS / "send-test-mail.yml", "relays", {})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert output.count("status:   sent") == RELAYS, output[-3000:]
+    arrived = normal_upstream.events("message", since=started)
+    assert len(arrived) == RELAYS
+    assert {m["login"] for m in arrived} == {ACCOUNTS[0]}
 
 
 def check(*options: str, **extra_vars: Any) -> tuple[int, str]:
@@ -20,28 +40,30 @@ def check(*options: str, **extra_vars: Any) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-def test_every_step_passes_as_the_postfix_user(relay: Any, normal_upstream: Any) -> None:
+def test_every_step_passes_as_the_postfix_user(instances: dict[str, list[Any]],
+                                               normal_upstream: Any) -> None:
     # The egress lock: root may not connect to the upstream; the check still passes,
     # so it ran as the Postfix user.
-    assert not can_connect(relay, UPSTREAM, 465)
+    assert not [relay for relay in instances["relays"] if can_connect(relay, UPSTREAM, 465)]
     started = time.time()
     code, output = check()
     assert code == 0, output[-3000:]
-    assert "ok   dns: smtp.qq.test: 172.30.107.3" in output
-    assert "ok   tcp: smtp.qq.test:465 connected" in output
-    assert "ok   tls: TLSv1.3, verified; subject commonName=smtp.qq.test; expires" in output
+    assert output.count("ok   dns: smtp.qq.test: 172.30.107.3") == RELAYS
+    assert output.count("ok   tcp: smtp.qq.test:465 connected") == RELAYS
+    tls = "ok   tls: TLSv1.3, verified; subject commonName=smtp.qq.test; expires"
+    assert output.count(tls) == RELAYS
     for account in ACCOUNTS:
-        assert f"ok   login {account}: 235 accepted (no mail sent)" in output
+        assert output.count(f"ok   login {account}: 235 accepted (no mail sent)") == RELAYS
     logins = normal_upstream.events("auth", since=started)
-    assert sorted(e["login"] for e in logins if e["success"]) == sorted(ACCOUNTS)
+    assert sorted(e["login"] for e in logins if e["success"]) == sorted(ACCOUNTS * RELAYS)
     assert not normal_upstream.events("message", since=started)
 
 
 def test_check_mode_checks_too_and_changes_nothing(normal_upstream: Any) -> None:
     code, output = check("--check")
     assert code == 0, output[-3000:]
-    assert "ok   login team@qq.com" in output
-    assert "changed=0" in output.split("PLAY RECAP")[-1]
+    assert output.count("ok   login team@qq.com") == RELAYS
+    assert recap_changed(output) == ["0"] * RELAYS
 
 
 def test_a_down_upstream_fails_at_tcp(normal_upstream: Any) -> None:

@@ -1,6 +1,8 @@
-"""playbooks/queue.yml after provoking QQ's 535, throttling and an outage: the report
-counts each and groups the reasons with their fix; hold and release by reason; delete by
-sender removes exactly the matching messages, and only when confirmed."""
+"""playbooks/queue.yml on the three relays after provoking QQ's 535, throttling and an
+outage on one: the report counts each and groups the reasons with their fix; a misspelled
+variable or a missing selector changes nothing; hold by reason when confirmed with the
+listing's token, requeue leaves held mail held, release by ID; delete by sender removes
+exactly the listed messages, not one that arrived after the listing."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "queue.yml"
 # apart by its recipient: the main account's mail meets a refused code; the second
 # account's (team, molecule.yml) is throttled, then meets an outage.
 MAIN, TEAM = "relay@qq.com", "team@qq.com"
+PROVOKED = "day2-relay13"  # the relay the faults' mail waits on (the others' queues are empty)
 REFUSED, THROTTLED, OUTAGE = ("refused@example.net", "throttled@example.net",
                               "outage@example.net")
 
@@ -27,14 +30,22 @@ def deferred_to(relay: Any, recipient: str, queue_name: str = "deferred") -> lis
                   and [r["address"] for r in m["recipients"]] == [recipient])
 
 
-def queue(*options: str, **extra_vars: Any) -> dict[str, Any]:
-    """The module's result on the relay, and the fleet's lines under ``fleet``."""
+def queue(*options: str, fail: bool = False, **extra_vars: Any) -> dict[str, Any]:
+    """queue.yml on every relay: the module's result on the provoked relay (day2-relay13),
+    with the fleet's lines under ``fleet`` and every relay's under ``relays``; or, with
+    ``fail``, the output of a run that must fail."""
     result = run_playbook(PLAYBOOK, "relays", extra_vars, options=options,
                           env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+    if fail:
+        assert result.returncode != 0, result.stdout[-3000:]
+        return {"output": result.stdout}
     assert result.returncode == 0, result.stdout[-3000:]
-    tasks = json.loads(result.stdout)["plays"][0]["tasks"]
-    outcome = next(iter(tasks[0]["hosts"].values()))
-    outcome["fleet"] = next(iter(tasks[2]["hosts"].values()))["msg"]
+    tasks = {task["task"]["name"]: task["hosts"]
+             for task in json.loads(result.stdout)["plays"][0]["tasks"]}
+    relays = tasks["Read the queue and act on the chosen messages"]
+    outcome = relays[PROVOKED]
+    outcome["relays"] = relays
+    outcome["fleet"] = next(iter(tasks["Report the fleet"].values()))["msg"]
     return outcome
 
 
@@ -44,8 +55,10 @@ def send(relay: Any, sender: str, to: str, count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def provoked(relay: Any, upstream: Any) -> Any:
-    """Two messages deferred by 535, two throttled, two by the outage; removed after."""
+def provoked(instances: dict[str, list[Any]], upstream: Any) -> Any:
+    """On one relay: two messages deferred by 535, two throttled, two by the outage, which
+    lasts until the end; removed after."""
+    relay = next(r for r in instances["relays"] if r.backend.name == PROVOKED)
     try:
         upstream.fault("reject-login")
         send(relay, "app@internal.test", REFUSED, 2)
@@ -59,7 +72,8 @@ def provoked(relay: Any, upstream: Any) -> Any:
         yield relay
     finally:
         upstream.fault("normal")
-        relay.run("postsuper -d ALL")
+        # postqueue -f also makes the queue manager retry the accounts it paused.
+        relay.run("postsuper -d ALL && postqueue -f")
 
 
 def test_the_report_counts_and_groups_the_reasons(provoked: Any) -> None:
@@ -85,30 +99,70 @@ def test_the_report_counts_and_groups_the_reasons(provoked: Any) -> None:
     assert sorted(report["top_recipients"]) == [[OUTAGE, 2], [REFUSED, 2], [THROTTLED, 2]]
     assert report["oldest"]["id"] in deferred_to(provoked, REFUSED)
     assert outcome["lines"][0] == "6 messages: active 0, deferred 6, hold 0, incoming 0, maildrop 0"
-    assert outcome["fleet"][0].startswith("fleet of 1 relays: 6 messages: active 0, deferred 6")
+    assert outcome["fleet"][0].startswith("fleet of 3 relays: 6 messages: active 0, deferred 6")
+    assert sorted(r["lines"][0] for r in outcome["relays"].values()) == [
+        "0 messages: active 0, deferred 0, hold 0, incoming 0, maildrop 0"] * 2 + [
+        outcome["lines"][0]]
 
 
-def test_hold_and_release_by_reason(provoked: Any) -> None:
+def confirmed(listing: dict[str, Any], **extra_vars: Any) -> dict[str, Any]:
+    """The action of ``listing`` carried out with the token it printed."""
+    assert listing["listed"], listing
+    return queue(queue_confirm=listing["listed"], **extra_vars)
+
+
+def test_a_misspelled_or_missing_selector_changes_nothing(provoked: Any) -> None:
+    before = postfix_queue(provoked)
+    typo = queue(fail=True, queue_action="delete", queue_sendr="^team@")
+    assert "Unknown queue_sendr: queue.yml takes queue_action" in typo["output"]
+    unchosen = queue(fail=True, queue_action="delete")
+    assert "queue_action=delete needs the messages chosen" in unchosen["output"]
+    assert "queue_all=true" in unchosen["output"]
+    old_style = queue(fail=True, queue_action="delete", queue_sender="^team@",
+                      queue_confirm=True)
+    assert "queue_confirm takes the token that the listing printed" in old_style["output"]
+    assert postfix_queue(provoked) == before
+
+
+def test_hold_and_release_by_reason_and_requeue_keeps_held_mail_held(provoked: Any) -> None:
     outage = deferred_to(provoked, OUTAGE)
-    outcome = queue(queue_action="hold", queue_reason="Connection refused")
-    assert outcome["done"].startswith(f"would hold 2 messages: {' '.join(outage)}")
-    queue(queue_action="hold", queue_reason="Connection refused", queue_confirm=True)
+    listing = queue(queue_action="hold", queue_reason="Connection refused")
+    assert listing["done"] == (f"would hold 2 messages: {' '.join(outage)} "
+                               f"(to do it: -e queue_confirm={listing['listed']})")
+    confirmed(listing, queue_action="hold", queue_reason="Connection refused")
+    assert deferred_to(provoked, OUTAGE, "hold") == outage
+    requeued = queue(queue_action="requeue", queue_all=True)
+    assert requeued["done"].startswith("requeue: 4 messages: ")  # the 535 and the throttled
+    assert not set(outage) & {m["id"] for m in requeued["chosen"]}
+    # Requeued mail goes through cleanup again (new queue IDs) and waits for the outage.
+    wait_until(lambda: len(deferred_to(provoked, REFUSED)) == len(deferred_to(provoked, THROTTLED))
+               == 2, 90, "the requeued messages")
     assert deferred_to(provoked, OUTAGE, "hold") == outage
     queue(queue_action="release", queue_ids=outage)
     assert deferred_to(provoked, OUTAGE) == outage
 
 
-def test_delete_by_sender_needs_confirming_and_takes_only_the_matches(provoked: Any) -> None:
+def test_a_confirmed_delete_takes_only_the_listed_messages(provoked: Any) -> None:
     before = {to: deferred_to(provoked, to) for to in (REFUSED, THROTTLED, OUTAGE)}
     team = sorted(before[THROTTLED] + before[OUTAGE])
-    outcome = queue(queue_action="delete", queue_sender="^team@")
-    assert outcome["done"] == (f"would delete 4 messages: {' '.join(team)} "
-                               "(set queue_confirm: true to do it)")
-    assert not outcome["changed"]
-    queue("--check", queue_action="delete", queue_sender="^team@", queue_confirm=True)
+    listing = queue(queue_action="delete", queue_sender="^team@")
+    assert listing["done"] == (f"would delete 4 messages: {' '.join(team)} "
+                               f"(to do it: -e queue_confirm={listing['listed']})")
+    assert not listing["changed"]
+    queue("--check", queue_action="delete", queue_sender="^team@",
+          queue_confirm=listing["listed"])
     assert {to: deferred_to(provoked, to) for to in before} == before  # nothing deleted yet
-    outcome = queue(queue_action="delete", queue_sender="^team@", queue_confirm=True)
-    assert outcome["done"] == f"delete: 4 messages: {' '.join(team)}"
+    # A message of the same sender arrives after the listing: it stays.
+    send(provoked, "app@team.internal.test", OUTAGE, 1)
+    wait_until(lambda: len(deferred_to(provoked, OUTAGE)) == 3, 90, "the late message")
+    late = sorted(set(deferred_to(provoked, OUTAGE)) - set(before[OUTAGE]))
+    outcome = confirmed(listing, queue_action="delete", queue_sender="^team@")
+    assert outcome["done"] == (f"delete: 4 listed messages: {' '.join(team)}; "
+                               f"not listed, left alone: {' '.join(late)}")
     assert outcome["changed"]
-    assert deferred_to(provoked, THROTTLED) == deferred_to(provoked, OUTAGE) == []
+    assert deferred_to(provoked, THROTTLED) == []
+    assert deferred_to(provoked, OUTAGE) == late
     assert deferred_to(provoked, REFUSED) == before[REFUSED]
+    again = queue(fail=True, queue_action="delete", queue_sender="^team@",
+                  queue_confirm=listing["listed"])  # a token acts once
+    assert "list again" in again["output"]
