@@ -174,6 +174,7 @@ class FakeQQ:
         self.recorder = Recorder(state_dir)
         self.faults = FaultSwitch(state_dir)
         self.accepted: collections.deque[float] = collections.deque()
+        self.rate_faults: Faults | None = None  # the rate-limit switch being counted
         self.genuine_tls = self._tls_context(config.cert, config.key)
         self.impostor_tls = (self._tls_context(config.impostor_cert, config.impostor_key)
                              if config.impostor_cert and config.impostor_key else None)
@@ -254,8 +255,13 @@ class FakeQQ:
         self.close_listeners()
 
     def rate_exceeded(self, faults: Faults) -> bool:
+        """Whether rate-limit mode refuses the next message: it counts the messages taken
+        in the last minute since the mode was switched on (so a test knows the count)."""
         if faults.mode != "rate-limit":
             return False
+        if faults is not self.rate_faults:  # switched (again): count from now
+            self.rate_faults = faults
+            self.accepted.clear()
         horizon = time.monotonic() - 60
         while self.accepted and self.accepted[0] < horizon:
             self.accepted.popleft()

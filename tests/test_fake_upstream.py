@@ -161,6 +161,9 @@ def test_slow_mode_delays_replies(upstream: Running) -> None:
 
 
 def test_rate_limit_answers_qqs_550_after_n_messages(upstream: Running) -> None:
+    with upstream.implicit() as client:  # taken before the switch: not counted
+        client.login(ACCOUNT, CODE)
+        client.send_message(message(subject="r0"))
     upstream.fault("rate-limit", per_minute=2)
     with upstream.implicit() as client:
         client.login(ACCOUNT, CODE)
@@ -174,7 +177,7 @@ def test_rate_limit_answers_qqs_550_after_n_messages(upstream: Running) -> None:
     with upstream.implicit() as client:
         client.login(ACCOUNT, CODE)
         client.send_message(message(subject="r3"))
-    assert [m["subject"] for m in upstream.record("message")] == ["r1", "r2", "r3"]
+    assert [m["subject"] for m in upstream.record("message")] == ["r0", "r1", "r2", "r3"]
 
 
 def test_reject_content_mode(upstream: Running) -> None:

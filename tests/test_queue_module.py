@@ -122,3 +122,15 @@ def test_check_mode_lists_without_recording(tmp_path, monkeypatch) -> None:
     assert queue.carry_out("hold", picked, params(queue="hold"), True) == (
         False, "would hold 1 messages: C1", "")
     assert not (tmp_path / "listing.json").exists()
+
+
+def test_an_empty_listing_is_recorded_so_the_fleets_confirmation_does_nothing_here(
+        tmp_path, monkeypatch) -> None:
+    done: list = []
+    monkeypatch.setattr(queue, "LISTING", str(tmp_path / "listing.json"))
+    monkeypatch.setattr(queue, "act", lambda action, ids: done.append((action, ids)))
+    assert queue.carry_out("delete", [], params(sender="^none@"), False) == (
+        False, "delete: no message matches", "tok123")
+    assert queue.carry_out("delete", [], params(sender="^none@", confirm="tok123"), False) == (
+        False, "delete: 0 listed messages", "")
+    assert done == []

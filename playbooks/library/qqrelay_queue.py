@@ -198,23 +198,28 @@ def carry_out(action: str, picked: list[dict[str, Any]], params: dict[str, Any],
         ids = sorted(listed & set(ids))
         note = ((f"; listed but no longer queued or chosen: {' '.join(gone)}" if gone else "")
                 + (f"; not listed, left alone: {' '.join(new)}" if new else ""))
+        listed_ids = f"{len(ids)} listed messages" + (f": {' '.join(ids)}" if ids else "")
         if check_mode:
-            return False, f"would {action} {len(ids)} listed messages: {' '.join(ids)}{note}", ""
+            return False, f"would {action} {listed_ids}{note}", ""
         if ids:
             act(action, ids)
         write_listing({})  # a token acts once
-        return bool(ids), f"{action}: {len(ids)} listed messages: {' '.join(ids)}{note}", ""
-    if not ids:
-        return False, f"{action}: no message matches", ""
+        return bool(ids), f"{action}: {listed_ids}{note}", ""
     if check_mode:
-        return False, f"would {action} {len(ids)} messages: {' '.join(ids)}", ""
+        return False, (f"would {action} {len(ids)} messages: {' '.join(ids)}" if ids
+                       else f"{action}: no message matches"), ""
     if action in NEEDS_CONFIRM:
+        # Recorded also when empty: the fleet's confirmation then acts on nothing here.
         token = params["listing"]
         if not token:
             raise ValueError("qqrelay_queue needs a listing token to list messages to confirm")
         write_listing({"token": token, "action": action, "ids": ids})
+        if not ids:
+            return False, f"{action}: no message matches", token
         return (False, f"would {action} {len(ids)} messages: {' '.join(ids)} "
                 f"(to do it: -e queue_confirm={token})", token)
+    if not ids:
+        return False, f"{action}: no message matches", ""
     act(action, ids)
     return True, f"{action}: {len(ids)} messages: {' '.join(ids)}", ""
 
