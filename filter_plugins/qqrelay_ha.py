@@ -88,6 +88,27 @@ def ha_off_network(vip: str, addresses: list) -> list[str]:
     return outside
 
 
+def ha_peer_report(probes: list, state_file: str) -> list[dict[str, Any]]:
+    """Each peer probed before a handover (qqrelay_probe results of a loop over the peers):
+    {host, ready, says}. Ready: reachable, keepalived active, and healthy in VRRP (its
+    notify script last wrote BACKUP or MASTER to ``state_file``)."""
+    report = []
+    for probe in probes:
+        host = (probe.get("item") or {}).get("host", "?")
+        if probe.get("unreachable"):
+            says = "unreachable"
+        elif "commands" not in probe:
+            says = f"not read ({probe.get('msg', 'no answer')})"
+        elif probe["commands"]["keepalived"]["stdout"] != "active":
+            says = f"keepalived {probe['commands']['keepalived']['stdout'] or 'not running'}"
+        else:
+            state = ((probe.get("contents") or {}).get(state_file) or "").split()
+            says = f"keepalived {state[0] if state else 'without a state yet'}"
+        report.append({"host": host, "ready": says in ("keepalived BACKUP", "keepalived MASTER"),
+                       "says": f"{host}: {says}"})
+    return report
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
@@ -95,4 +116,5 @@ class FilterModule:
             "qqrelay_ha_peer_problems": ha_peer_problems,
             "qqrelay_ip_interface_problem": ip_interface_problem,
             "qqrelay_ha_off_network": ha_off_network,
+            "qqrelay_ha_peer_report": ha_peer_report,
         }

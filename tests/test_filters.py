@@ -421,3 +421,19 @@ def test_postfix_check_problems_skip_debian_13s_chroot_notes() -> None:
              "postfix/postfix-script: warning: not owned by root: /etc/postfix/x"]
     assert converge.postfix_check_problems(lines) == lines[1:]
     assert converge.postfix_check_problems(lines[:1]) == []
+
+
+def test_a_handover_needs_a_reachable_healthy_peer() -> None:
+    state = "/var/lib/qqrelay-ha/keepalived/state"
+
+    def probe(host: str, active: str = "active", written: str | None = "BACKUP 1.0") -> dict:
+        return {"item": {"host": host}, "commands": {"keepalived": {"stdout": active}},
+                "contents": {state: written}}
+    report = ha.ha_peer_report([
+        probe("r1"), {"item": {"host": "r2"}, "unreachable": True},
+        probe("r3", active="inactive"), probe("r4", written="FAULT 2.0"),
+        probe("r5", written=None), probe("r6", written="MASTER 3.0")], state)
+    assert [p["host"] for p in report if p["ready"]] == ["r1", "r6"]
+    assert [p["says"] for p in report] == [
+        "r1: keepalived BACKUP", "r2: unreachable", "r3: keepalived inactive",
+        "r4: keepalived FAULT", "r5: keepalived without a state yet", "r6: keepalived MASTER"]

@@ -34,6 +34,7 @@ PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 STATE_FILE = "/var/lib/qqrelay-ha/keepalived/state"
 FAILOVER_LIMIT = 5.0  # seconds, the issue's bound
 STOP_FILE = "/tmp/qqrelay-stop-stream"  # in the client: ends its streams
+PREEMPT_DELAY = 10  # relay_ha_preempt_delay in molecule.yml
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,8 @@ def settled(relays: list[Any], vip: str, first: Any) -> None:
     """Every relay healthy again and, as preemption wants, ``first`` holding the address."""
     wait_until(lambda: all(state(r).split()[:1] in (["MASTER"], ["BACKUP"]) for r in relays),
                60, "every relay healthy")
-    wait_until(lambda: holders(relays, vip) == [first], 30, f"{first.backend.name} to hold {vip}",
-               every=0.5)
+    wait_until(lambda: holders(relays, vip) == [first], 30 + PREEMPT_DELAY,
+               f"{first.backend.name} to hold {vip}", every=0.5)
 
 
 # Run inside the client: polls the virtual address every 0.1 s until a relay other than
@@ -119,6 +120,103 @@ def test_stopping_postfix_on_the_holder_moves_the_address(instances, client, vip
     finally:
         first.check_output("systemctl start postfix")
     settled(relays, vip, first)
+
+
+def test_a_holder_under_queue_minfree_hands_over_and_takes_back_after_the_delay(
+        instances, client, vip) -> None:
+    """Postfix answers MAIL FROM with 452 when its spool has less free space than
+    queue_minfree: the health check fails, a peer takes the address; healthy again, the
+    holder takes it back only after the preemption delay."""
+    relays = instances["relays"]
+    first = holder(relays, vip)
+    minfree = first.check_output("postconf -h queue_minfree")
+    try:
+        seconds, new = failover(client, vip, first, lambda: first.check_output(
+            "postconf -e queue_minfree=1000000000000000000 && postfix reload"))
+        print(f"failover after the spool fell under queue_minfree on {first.backend.name}: "
+              f"{seconds:.1f} s (to {new})")
+        assert seconds < FAILOVER_LIMIT
+    finally:
+        first.check_output(f"postconf -e queue_minfree={minfree} && postfix reload")
+    healthy = time.monotonic()
+    wait_until(lambda: holders(relays, vip) == [first], 30 + PREEMPT_DELAY,
+               f"{first.backend.name} to take {vip} back", every=0.5)
+    back = time.monotonic() - healthy
+    print(f"{first.backend.name} took the address back {back:.1f} s after it was healthy"
+          f" (preemption delay {PREEMPT_DELAY} s)")
+    assert back >= PREEMPT_DELAY
+
+
+# Run inside the client: asks the virtual address for a greeting every 0.2 s until the
+# stop file exists (at most 10 min); prints how many probes were answered and which not.
+PROBE = """
+import json, os, socket, sys, time
+vip, stop = sys.argv[1], sys.argv[2]
+answered, missed = 0, []
+deadline = time.monotonic() + 600
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    try:
+        with socket.create_connection((vip, 25), timeout=1) as s:
+            s.settimeout(2)
+            ok = s.makefile("rb").readline().startswith(b"220 ")
+            s.sendall(b"QUIT\r\n")
+    except OSError:
+        ok = False
+    if ok:
+        answered += 1
+    else:
+        missed.append(round(time.time(), 1))
+    time.sleep(0.2)
+print(json.dumps({"answered": answered, "missed": missed}))
+"""
+
+
+def test_the_survivor_of_dead_peers_converges_and_keeps_the_address(
+        instances, client, vip) -> None:
+    """The two other relays die; site.yml on the survivor (the holder) hands nothing over,
+    says why, exits 0, and the address answers every probe during the run."""
+    relays = instances["relays"]
+    survivor = holder(relays, vip)
+    dead = [relay for relay in relays if relay is not survivor]
+    stop = "/tmp/qqrelay-stop-probe"
+    started = time.time()
+    subprocess.run(["docker", "kill", *[relay.backend.name for relay in dead]], check=True,
+                   capture_output=True)
+    try:
+        probe = subprocess.Popen(["docker", "exec", client.backend.name, "python3", "-c", PROBE,
+                                  vip, stop], stdout=subprocess.PIPE, text=True)
+        time.sleep(2)
+        result = run_playbook(PLAYBOOKS / "site.yml", survivor.backend.name, {},
+                              group_vars={"relays": {"postfix_relay_connect_timeout": 25}})
+        time.sleep(2)
+        client.check_output(f"touch {stop}")
+        probed = json.loads(probe.communicate(timeout=60)[0])
+        client.check_output(f"rm -f {stop}")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert survivor.check_output("postconf -h smtp_connect_timeout") == "25s"
+        said = " ".join(output.split())  # the callback wraps long messages
+        assert f"No peer of group relays can take {vip}/24 now" in said
+        for relay in dead:
+            assert f"{relay.backend.name}: unreachable" in said
+        # It never left the MASTER state (no maintenance, no handover).
+        assert not survivor.run(f"journalctl -u keepalived --since @{started:.0f} -o cat "
+                                "| grep -E 'Entering (BACKUP|FAULT) STATE'").stdout
+        print(f"site.yml on the survivor: {probed['answered']} probes answered, "
+              f"{len(probed['missed'])} missed")
+        assert probed["answered"] > 50
+        assert probed["missed"] == []
+        assert holders([survivor], vip) == [survivor]
+    finally:
+        subprocess.run(["docker", "start", *[relay.backend.name for relay in dead]],
+                       check=True, capture_output=True)
+        for relay in dead:
+            wait_until(lambda relay=relay: relay.run("systemctl is-system-running").stdout.strip()
+                       in ("running", "degraded"), 90, f"{relay.backend.name} to boot")
+    # Back as it was: the same setting on every relay, the first holding the address.
+    restored = run_playbook(PLAYBOOKS / "site.yml", survivor.backend.name, {})
+    assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
+    settled(relays, vip, relays[0])
 
 
 def test_a_dead_holder_loses_the_address_and_keeps_its_mail(instances, client, vip,
@@ -283,10 +381,17 @@ def test_bad_input_is_refused_naming_the_variable(client) -> None:
         {"relay_ha_vip": "172.30.108.100", "relay_ha_address": "172.30.108.10"},
         {"relay_ha_address": "172.30.108.11"},  # ha-relay-1's
         {"relay_ha_vip": "10.9.9.9/24", "relay_ha_address": "172.30.108.10"},
+        {"relay_ha_vip": "172.30.108.12/24", "relay_ha_address": "172.30.108.10"},
+        {"postfix_relay_inet_protocols": "ipv6", "relay_ha_address": "172.30.108.10"},
+        {"relay_ha_preempt_delay": 5000, "relay_ha_address": "172.30.108.10"},
     ]
     expected = ["relay_ha_vip '172.30.108.100' has no prefix length",
                 "share the VRRP address 172.30.108.11",
-                "relay_ha_vip 10.9.9.9/24: the peers' addresses"]
+                "relay_ha_vip 10.9.9.9/24: the peers' addresses",
+                "relay_ha_vip 172.30.108.12/24 is the own address of a peer (ha-relay-2)",
+                "postfix_relay_inet_protocols is ipv6: Postfix would not accept mail on the "
+                "virtual IPv4 address",
+                "relay_ha_preempt_delay must be 0 to 1000 seconds"]
     results = run_cases(PLAYBOOKS / "site.yml", "relays", client.backend.name, cases,
                         options=("-e", "qqrelay_serial=3"))  # one batch: every case runs
     for result, message in zip(results, expected, strict=True):

@@ -3,7 +3,9 @@
 
   qqrelay-ha check ADDRESS PORT MAINTENANCE_FILE
       keepalived's health check: exit 0 when the relay is not in maintenance (no
-      MAINTENANCE_FILE) and Postfix greets with 220 on ADDRESS:PORT within 2 s.
+      MAINTENANCE_FILE) and Postfix on ADDRESS:PORT would take mail from a client now:
+      it greets with 220, and answers EHLO and MAIL FROM with 250, each within 2 s (a
+      spool under queue_minfree answers MAIL FROM with 452). Nothing is sent.
   qqrelay-ha notify STATE_FILE TYPE NAME STATE [PRIORITY]
       keepalived's notify script: writes STATE (MASTER, BACKUP, FAULT, STOP) and the
       time to STATE_FILE, where the playbooks and people read it.
@@ -23,9 +25,16 @@ def check(address: str, port: int, maintenance_file: str) -> int:
     try:
         with socket.create_connection((address, port), timeout=TIMEOUT) as connection:
             connection.settimeout(TIMEOUT)
-            greeting = connection.makefile("rb").readline()
-            if not greeting.startswith(b"220"):
+            replies = connection.makefile("rb")
+            if not replies.readline().startswith(b"220"):
                 return 1
+            for command in (b"EHLO qqrelay-ha.invalid", b"MAIL FROM:<>"):
+                connection.sendall(command + b"\r\n")
+                line = replies.readline()
+                while line[3:4] == b"-":  # a multi-line reply ends with "250 "
+                    line = replies.readline()
+                if not line.startswith(b"250"):
+                    return 1
             connection.sendall(b"QUIT\r\n")
     except OSError:
         return 1

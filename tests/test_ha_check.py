@@ -1,0 +1,74 @@
+"""qqrelay-ha check (roles/relay_ha/files/qqrelay_ha.py), keepalived's health check,
+against a scripted SMTP server: healthy only when a client could hand over mail now."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parent.parent / "roles/relay_ha/files/qqrelay_ha.py"
+spec = importlib.util.spec_from_file_location("qqrelay_ha", PATH)
+assert spec is not None
+assert spec.loader is not None
+ha = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ha)
+
+HEALTHY = {"greeting": b"220 relay ESMTP\r\n", "EHLO": b"250-relay\r\n250 PIPELINING\r\n",
+           "MAIL": b"250 2.1.0 Ok\r\n"}
+
+
+@contextmanager
+def serve(replies: dict[str, bytes]) -> Iterator[int]:
+    """A one-connection-at-a-time SMTP server answering with ``replies``; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(replies["greeting"])
+                for line in connection.makefile("rb"):
+                    verb = line.split()[0].decode()
+                    if verb == "QUIT":
+                        break
+                    connection.sendall(replies.get(verb, b"502 no\r\n"))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    listener.close()
+
+
+@pytest.mark.parametrize(("replies", "healthy"), [
+    ({}, True),
+    ({"greeting": b"421 busy\r\n"}, False),
+    ({"MAIL": b"452 4.3.1 Insufficient system storage\r\n"}, False),  # under queue_minfree
+    ({"EHLO": b"250-relay\r\n554 no\r\n"}, False),
+])
+def test_healthy_only_when_mail_could_be_handed_over(tmp_path, replies, healthy) -> None:
+    with serve({**HEALTHY, **replies}) as port:
+        code = ha.check("127.0.0.1", port, str(tmp_path / "maintenance"))
+        assert code == (0 if healthy else 1)
+
+
+def test_maintenance_fails_the_check(tmp_path) -> None:
+    (tmp_path / "maintenance").write_text("site.yml\n")
+    with serve(HEALTHY) as port:
+        assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance")) == 1
+
+
+def test_no_listener_fails_the_check(tmp_path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as unused:
+        port = unused.getsockname()[1]
+    assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance")) == 1
