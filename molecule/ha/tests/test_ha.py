@@ -25,6 +25,7 @@ from qqrelay.testing import (
     log_lines,
     postfix_queue,
     relay_mail,
+    restart_container,
     run_cases,
     run_playbook,
     wait_until,
@@ -281,29 +282,43 @@ def test_smtp_on_the_address_is_for_the_client_networks_only(client, outsider, v
         assert re.search(r"-A ufw-before-input -s \S+ -p (112|vrrp) -j ACCEPT", rules), rules
 
 
-def test_the_queue_of_a_relay_that_does_not_return_moves_to_a_peer(
-        instances, client, addresses, normal_upstream, tmp_path) -> None:
+def test_the_queue_of_a_relay_that_does_not_return_moves_to_a_peer_once(
+        instances, client, addresses, vip, normal_upstream, tmp_path) -> None:
+    """move-queue.yml stopped once the target has the files, then run again: the message
+    arrives once, no copy is left, and the source's Postfix stays down across a reboot."""
     relays = instances["relays"]
     dead, target = relays[-1], relays[-2]
+    name = dead.backend.name
     normal_upstream.fault("down")
-    sent = relay_mail(client, addresses[dead.backend.name])
+    sent = relay_mail(client, addresses[name])
     wait_until(lambda: postfix_queue(dead), 30, "the message in the queue")
     # Back up before the move (the dead relay's next try is minutes away): the peer
     # delivers the moved message at once.
     normal_upstream.fault("normal")
+    extra = {"queue_from": name, "queue_to": target.backend.name,
+             "queue_move_dir": str(tmp_path)}
     try:
-        result = run_playbook(PLAYBOOKS / "move-queue.yml", "all",
-                              {"queue_from": dead.backend.name, "queue_to": target.backend.name,
-                               "queue_move_dir": str(tmp_path)})
+        staged = run_playbook(PLAYBOOKS / "move-queue.yml", "all", extra,
+                              options=("--tags", "pack,stage"))
+        assert staged.returncode == 0, (staged.stdout + staged.stderr)[-3000:]
+        assert target.check_output(f"find /var/tmp/qqrelay-queue-{name} -type f")
+        result = run_playbook(PLAYBOOKS / "move-queue.yml", "all", extra)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-3000:]
-        assert dead.run("systemctl is-active postfix").stdout.strip() != "active"
         assert dead.check_output("find /var/spool/postfix/deferred /var/spool/postfix/incoming "
-                                 "/var/spool/postfix/active -type f") == ""
+                                 "/var/spool/postfix/active /var/spool/postfix/maildrop "
+                                 "-type f") == ""
         # It arrives while the dead relay's Postfix is stopped: the peer delivered it.
         normal_upstream.wait_for(sent["token"], timeout=30)
+        assert not target.file(f"/var/tmp/qqrelay-queue-{name}").exists
+        assert not dead.file(f"/var/tmp/qqrelay-queue-{name}.tar.gz").exists
+        assert list(tmp_path.iterdir()) == []
+        restart_container(dead)  # a reboot: Postfix stays down, the check fails
+        assert dead.run("systemctl is-active postfix").stdout.strip() != "active"
+        wait_until(lambda: state(dead).startswith("FAULT"), 30, f"{name}'s check to fail")
     finally:
-        dead.check_output("systemctl start postfix")
+        dead.check_output("systemctl unmask postfix postfix@- && systemctl start postfix")
+    time.sleep(5)  # a second copy would come soon after the first
     assert len(normal_upstream.messages(sent["token"])) == 1
 
 
