@@ -130,8 +130,9 @@ def chosen(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[
 def act(action: str, ids: list[str]) -> None:
     if action == "flush":  # message by message: postqueue -f would release budget-held mail
         # First the queue manager forgets the destinations it gave up on for now (a refused
-        # login pauses an account's transport), or the flushed mail would wait again.
-        subprocess.run(["postkick", "public", "qmgr", "F"], check=True)
+        # login pauses an account's transport), or the flushed mail would wait again. Just
+        # after a reload it may not listen yet: it starts afresh then, having forgotten them.
+        subprocess.run(["postkick", "public", "qmgr", "F"], check=False, capture_output=True)
         for queue_id in ids:
             subprocess.run(["postqueue", "-i", queue_id], check=True)
         return
