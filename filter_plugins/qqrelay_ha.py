@@ -97,8 +97,9 @@ def ha_peer_report(probes: list, state_file: str) -> list[dict[str, Any]]:
         host = (probe.get("item") or {}).get("host", "?")
         if probe.get("unreachable"):
             says = "unreachable"
-        elif "commands" not in probe:
-            says = f"not read ({probe.get('msg', 'no answer')})"
+        elif "commands" not in probe:  # a dead container, a host that does not answer
+            first = (str(probe.get("msg") or "no answer").splitlines() or [""])[0]
+            says = f"unreachable ({first[:100]})"
         elif probe["commands"]["keepalived"]["stdout"] != "active":
             says = f"keepalived {probe['commands']['keepalived']['stdout'] or 'not running'}"
         else:

@@ -432,8 +432,11 @@ def test_a_handover_needs_a_reachable_healthy_peer() -> None:
     report = ha.ha_peer_report([
         probe("r1"), {"item": {"host": "r2"}, "unreachable": True},
         probe("r3", active="inactive"), probe("r4", written="FAULT 2.0"),
-        probe("r5", written=None), probe("r6", written="MASTER 3.0")], state)
+        probe("r5", written=None), probe("r6", written="MASTER 3.0"),
+        {"item": {"host": "r7"}, "failed": True, "msg": "Module result deserialization failed"}],
+        state)
     assert [p["host"] for p in report if p["ready"]] == ["r1", "r6"]
     assert [p["says"] for p in report] == [
         "r1: keepalived BACKUP", "r2: unreachable", "r3: keepalived inactive",
-        "r4: keepalived FAULT", "r5: keepalived without a state yet", "r6: keepalived MASTER"]
+        "r4: keepalived FAULT", "r5: keepalived without a state yet", "r6: keepalived MASTER",
+        "r7: unreachable (Module result deserialization failed)"]
