@@ -1,5 +1,4 @@
-"""Filters of the day-2 playbooks: the fleet's queue report (queue.yml) and the accounts
-of a code rotation (rotate-code.yml)."""
+"""Filter of the day-2 playbooks: the fleet's queue report (queue.yml)."""
 
 from __future__ import annotations
 
@@ -22,15 +21,6 @@ def queue_fleet(reports: list[dict]) -> list[str]:
     return lines
 
 
-def rotation_entry(entry: dict) -> dict:
-    """A postfix_relay_sender_accounts entry as rotate-code.yml needs it: the account, its
-    code, and a sender whose mail leaves as the account (for the test message)."""
-    first = str((entry.get("senders") or [""])[0])
-    sender = f"rotate-code-test{first}" if first.startswith("@") else first
-    return {"account": entry.get("account"), "code": entry.get("authorization_code"),
-            "sender": sender}
-
-
 class FilterModule:
     def filters(self) -> dict:
-        return {"qqrelay_queue_fleet": queue_fleet, "qqrelay_rotation_entry": rotation_entry}
+        return {"qqrelay_queue_fleet": queue_fleet}

@@ -65,15 +65,6 @@ def test_the_fleet_sums_the_relays() -> None:
     assert lines[1] == "oldest: 15 min 0 s old"
 
 
-def test_a_rotation_entry_has_a_sender_of_its_account() -> None:
-    assert day2.rotation_entry({"account": "b@qq.com", "authorization_code": "x",
-                                "senders": ["@billing.example"]}) == {
-        "account": "b@qq.com", "code": "x", "sender": "rotate-code-test@billing.example"}
-    assert day2.rotation_entry({"account": "b@qq.com", "authorization_code": "x",
-                                "senders": ["app@a.example", "@b.example"]})["sender"] == \
-        "app@a.example"
-
-
 def params(**given: object) -> dict:
     return {"action": "report", "ids": [], "queue": "", "sender": "", "recipient": "",
             "reason": "", "all": False, "listing": "tok123", "confirm": "", **given}
