@@ -18,9 +18,12 @@ METRICS_INPUTS = [
     ({"relay_metrics_listen_address": "10.0.0.0/8"}, "relay_metrics_listen_address"),
     ({"relay_metrics_log_file": "var/log/postfix.log"}, "relay_metrics_log_file"),
     ({"relay_metrics_throttle_replies": ["(("]}, "relay_metrics_throttle_replies"),
-    # Python's re takes it, mtail's RE2 does not: the program is refused when compiled,
-    # before it is installed (the template's validation; mtail's reason is in its stderr).
-    ({"relay_metrics_throttle_replies": ["limited(?=!)"]}, "failed to validate"),
+    # Python's dialect, not Postfix's POSIX one: refused by the role's own check.
+    ({"relay_metrics_throttle_replies": ["limited(?=!)"]}, "(?…) groups are Python's"),
+    # POSIX (and Python) take it, mtail's RE2 does not (at most 1000 repeats): the program
+    # is refused when compiled, before it is installed (the template's validation;
+    # mtail's reason is in its stderr).
+    ({"relay_metrics_throttle_replies": ["limited{1001}"]}, "failed to validate"),
 ]
 METRICS_STATE = ("md5sum /etc/mtail/qqrelay.mtail /etc/default/mtail "
                  "/etc/default/prometheus-postfix-exporter")
