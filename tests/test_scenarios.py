@@ -37,7 +37,7 @@ def test_pairs_run_side_by_side_but_one_scenario_at_a_time(monkeypatch, tmp_path
 
 def test_smoke_comes_first_and_the_longest_next() -> None:
     names = scenarios.discover()
-    assert names[:2] == ["smoke", "postfix_relay"]
+    assert names[:3] == ["smoke", "postfix_relay", "day2"]
     assert "shared" not in names
 
 
@@ -46,30 +46,27 @@ def test_unknown_distro_is_refused() -> None:
         scenarios.main(["--distros", "debian10"])
 
 
-def test_a_scenario_is_skipped_on_a_distro_its_roles_refuse(monkeypatch, tmp_path, capsys) -> None:
+@pytest.fixture
+def ran(monkeypatch, tmp_path) -> list[tuple[str, str]]:
+    """The (scenario, distro) pairs that scenarios.main runs, in order, instead of Molecule."""
     monkeypatch.setattr(scenarios, "LOGS", tmp_path)
-    ran: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str]] = []
 
     def fake_run(scenario: str, distro: str) -> tuple[bool, float]:
         (tmp_path / f"{scenario}-{distro}.log").write_text("")
-        ran.append((scenario, distro))
+        pairs.append((scenario, distro))
         return True, 0.0
 
     monkeypatch.setattr(scenarios, "run", fake_run)
+    return pairs
+
+
+def test_a_scenario_is_skipped_on_a_distro_its_roles_refuse(ran, capsys) -> None:
     assert scenarios.main(["monitoring", "smoke", "--distros", "debian11 debian12"]) == 0
     assert sorted(ran) == [("monitoring", "debian12"), ("smoke", "debian11"), ("smoke", "debian12")]
     assert "monitoring on debian11: not supported, skipped" in capsys.readouterr().out
 
 
-def test_a_scenario_of_every_release_runs_once(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(scenarios, "LOGS", tmp_path)
-    ran: list[tuple[str, str]] = []
-
-    def fake_run(scenario: str, distro: str) -> tuple[bool, float]:
-        (tmp_path / f"{scenario}-{distro}.log").write_text("")
-        ran.append((scenario, distro))
-        return True, 0.0
-
-    monkeypatch.setattr(scenarios, "run", fake_run)
+def test_a_scenario_of_every_release_runs_once(ran) -> None:
     assert scenarios.main(["day2", "smoke", "--distros", "debian11 debian13", "--jobs", "1"]) == 0
     assert ran == [("day2", "all"), ("smoke", "debian11"), ("smoke", "debian13")]
