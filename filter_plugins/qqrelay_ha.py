@@ -6,7 +6,10 @@ order, each with the address it speaks VRRP from and its priority.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +113,38 @@ def ha_peer_report(probes: list, state_file: str) -> list[dict[str, Any]]:
     return report
 
 
+def run_fingerprint(hosts: list, hostvars: Mapping[str, Any], prefixes: list,
+                    root: str, trees: list, platform: object = None) -> str:
+    """SHA-256 of what a site.yml run on a relay reads: the variables of ``hosts`` (this
+    relay and the peers whose settings its files name) whose names start with one of
+    ``prefixes``, plus their ``ansible_host``; every file of the toolkit under
+    ``root``/``trees`` (roles and plugins); and ``platform`` (the relay's release).
+    Equal fingerprints mean the run renders what the last complete run rendered. A value
+    that cannot be read (an undefined variable) counts by its error's name, so it still
+    compares equal to itself."""
+    digest = hashlib.sha256()
+    inputs: dict[str, Any] = {"": platform}
+    for host in sorted(set(hosts)):
+        variables = hostvars[host]
+        chosen: dict[str, Any] = {}
+        for name in sorted(variables.keys()):
+            if name.startswith(tuple(prefixes)) or name == "ansible_host":
+                try:
+                    chosen[name] = variables[name]
+                except Exception as error:  # any failure is a value too
+                    chosen[name] = f"<{type(error).__name__}>"
+        inputs[host] = chosen
+    digest.update(json.dumps(inputs, sort_keys=True, default=str).encode("utf-8"))
+    paths = sorted(os.path.join(folder, name)
+                   for tree in trees for folder, _, files in os.walk(os.path.join(root, tree))
+                   if "__pycache__" not in folder for name in files)
+    for path in paths:
+        digest.update(os.path.relpath(path, root).encode("utf-8") + b"\0")
+        with open(path, "rb") as source:
+            digest.update(hashlib.sha256(source.read()).digest())
+    return digest.hexdigest()
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
@@ -118,4 +153,5 @@ class FilterModule:
             "qqrelay_ip_interface_problem": ip_interface_problem,
             "qqrelay_ha_off_network": ha_off_network,
             "qqrelay_ha_peer_report": ha_peer_report,
+            "qqrelay_run_fingerprint": run_fingerprint,
         }

@@ -389,6 +389,23 @@ def test_a_rolling_update_loses_no_message_of_a_stream(instances, client, normal
           f"{len(slow)} over 1 s")
     assert max(delays.values()) <= 20
 
+    # The same run again changes nothing: no relay hands the address over, none moves.
+    settled(relays, vip, relays[0])
+    holding = holder(relays, vip)
+    again = time.time()
+    rerun = run_playbook(PLAYBOOKS / "site.yml", "relays", {},
+                         group_vars={"relays": {"postfix_relay_connect_timeout": 20}})
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-3000:]
+    assert re.findall(r"changed=(\d+)", output) == ["0"] * len(relays), output[-3000:]
+    assert "Put the relay in maintenance" not in output
+    said = " ".join(output.split())  # the callback wraps long messages
+    assert said.count("renders the same files and hands nothing over") == len(relays)
+    for relay in relays:
+        assert not relay.run(f"journalctl -u keepalived --since @{again:.0f} -o cat "
+                             "| grep 'Entering'").stdout
+    assert holders(relays, vip) == [holding]
+
 
 def test_bad_input_is_refused_naming_the_variable(client) -> None:
     """Applied to the client's container as a fourth relay: each case fails before
