@@ -213,6 +213,18 @@ def module_count_env(count_file: Path) -> dict[str, str]:
             "QQRELAY_MODULE_COUNT_FILE": str(count_file)}
 
 
+def mtail_metric(relay: Any, series: str) -> float | None:
+    """The value of one series of the relay's mtail (relay_metrics), read on the relay:
+    ``name`` or ``name{label="value",…}`` as mtail prints it; None when it has none."""
+    text = relay.check_output(
+        "python3 -c \"import urllib.request; "
+        "print(urllib.request.urlopen('http://127.0.0.1:3903/metrics').read().decode())\"")
+    for line in text.splitlines():
+        if line.startswith(series + " ") or ("{" not in series and line.startswith(series + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def run_playbook(
     playbook: Path, limit: str, extra_vars: dict[str, Any], *, options: tuple[str, ...] = (),
     group_vars: dict[str, dict[str, Any]] | None = None, env: dict[str, str] | None = None,

@@ -4,6 +4,7 @@ against a scripted SMTP server: healthy only when a client could hand over mail 
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -72,3 +73,45 @@ def test_no_listener_fails_the_check(tmp_path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as unused:
         port = unused.getsockname()[1]
     assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance")) == 1
+
+
+def test_the_status_line_is_logged_on_change_and_every_five_minutes(tmp_path, monkeypatch) -> None:
+    """qqrelay-ha status: keepalived's state (STOP when it does not run), whether the
+    address is held, since when in maintenance; a line only when one of them changes."""
+    host = {"active": 0, "shown": "2: eth0    inet 10.0.0.9/24 scope global eth0\n"}
+    logged: list[str] = []
+
+    def run(argv, **_kwargs):
+        class Done:
+            returncode = host["active"] if argv[0] == "systemctl" else 0
+            stdout = host["shown"] if argv[0] == "ip" else ""
+        if argv[0] == "postlog":
+            logged.append(argv[-1])
+        return Done()
+    monkeypatch.setattr(ha.subprocess, "run", run)
+    clock = [1000.0]
+    monkeypatch.setattr(ha.time, "time", lambda: clock[0])
+    state, maintenance, record = (str(tmp_path / n) for n in ("state", "maintenance", "record"))
+    Path(state).write_text("MASTER 12.5\n")
+
+    def status() -> None:
+        assert ha.main(["status", "10.0.0.9", state, maintenance, record]) == 0
+    status()
+    status()
+    assert logged == ["ha address=10.0.0.9 state=MASTER holds=1 maintenance_since=0"]
+    Path(maintenance).write_text("site.yml\n")
+    os.utime(maintenance, (1234, 1234))
+    host["shown"] = ""
+    status()
+    assert logged[-1] == "ha address=10.0.0.9 state=MASTER holds=0 maintenance_since=1234"
+    host["active"] = 3
+    status()
+    assert logged[-1] == "ha address=10.0.0.9 state=STOP holds=0 maintenance_since=1234"
+    clock[0] += 299
+    status()
+    assert len(logged) == 3
+    clock[0] += 1
+    status()
+    assert len(logged) == 4
+    assert ha.main(["status", "10.0.0.9", "--gone"]) == 0
+    assert logged[-1] == "ha address=10.0.0.9 gone"

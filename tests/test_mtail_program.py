@@ -73,6 +73,13 @@ def test_every_counter_counts_its_lines_and_no_other(tmp_path: Path) -> None:
         'qqrelay_budget_held{account="team@qq.com"}': 0,
         "qqrelay_budget_enforced": 0,
         "qqrelay_budget_held_messages": 7,
+        # The last status line of each virtual address wins; a relay gone takes its away.
+        'qqrelay_ha_state{address="10.0.0.9",state="MASTER"}': 0,
+        'qqrelay_ha_state{address="10.0.0.9",state="BACKUP"}': 0,
+        'qqrelay_ha_state{address="10.0.0.9",state="FAULT"}': 1,
+        'qqrelay_ha_state{address="10.0.0.9",state="STOP"}': 0,
+        'qqrelay_ha_holds_address{address="10.0.0.9"}': 0,
+        'qqrelay_ha_maintenance_since{address="10.0.0.9"}': 1764306560,
     }
 
 

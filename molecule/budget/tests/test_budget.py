@@ -16,6 +16,7 @@ import yaml
 from qqrelay.testing import (
     assert_left_as,
     log_lines,
+    mtail_metric,
     postfix_queue,
     relay_mail,
     restart_container,
@@ -78,17 +79,6 @@ def status(relay, account: str) -> dict:
 def sent_today(relays: list, account: str) -> list[int]:
     """What each relay counts of ``account``'s day."""
     return [status(relay, account)["sent_today"] for relay in relays]
-
-
-def metric(relay, name: str) -> float | None:
-    """A series of the relay's mtail (relay_metrics), read on the relay."""
-    text = relay.check_output(
-        "python3 -c \"import urllib.request; "
-        "print(urllib.request.urlopen('http://127.0.0.1:3903/metrics').read().decode())\"")
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def assert_within_pace(times: list[float], limits: dict) -> None:
@@ -211,22 +201,22 @@ def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(
     assert log_lines(relay, "budget relay enforced=0")  # the line mtail reads
     metrics = relay.package("mtail").is_installed  # relay_metrics: Debian 12 and later
     if metrics:
-        wait_until(lambda: metric(relay, "qqrelay_budget_enforced") == 0, 30,
+        wait_until(lambda: mtail_metric(relay, "qqrelay_budget_enforced") == 0, 30,
                    "the metric to say the hold is not applied")
     # Postfix runs again: within a minute the hold is in the running Postfix.
     relay.check_output("systemctl start postfix")
     wait_until(lambda: log_lines(relay, "holds applied to the running Postfix"), 90,
                "the hold to be applied")
     if metrics:
-        wait_until(lambda: metric(relay, "qqrelay_budget_enforced") == 1, 30,
+        wait_until(lambda: mtail_metric(relay, "qqrelay_budget_enforced") == 1, 30,
                    "the metric to say the hold is applied")
-        assert metric(relay, f'qqrelay_budget_held{{account="{account}"}}') == 1
+        assert mtail_metric(relay, f'qqrelay_budget_held{{account="{account}"}}') == 1
     late = relay_mail(client, ip(relay))["tokens"]
     time.sleep(2 * limits["pace"])
     assert not normal_upstream.arrivals(late)
     assert len(held(relay, account)) == 1
     if metrics:  # what the queue alerts leave out
-        wait_until(lambda: metric(relay, "qqrelay_budget_held_messages") == 1, 30,
+        wait_until(lambda: mtail_metric(relay, "qqrelay_budget_held_messages") == 1, 30,
                    "the held message in the metrics")
     # The role puts the budget back, and the held message leaves.
     assert run_playbook(CONVERGE, "relays",

@@ -23,6 +23,7 @@ from qqrelay.testing import (
     assert_left_as,
     can_connect,
     log_lines,
+    mtail_metric,
     postfix_queue,
     relay_mail,
     restart_container,
@@ -147,6 +148,57 @@ def test_a_holder_under_queue_minfree_hands_over_and_takes_back_after_the_delay(
     print(f"{first.backend.name} took the address back {back:.1f} s after it was healthy"
           f" (preemption delay {PREEMPT_DELAY} s)")
     assert back >= PREEMPT_DELAY
+
+
+MAINTENANCE_FILE = "/var/lib/qqrelay-ha/maintenance"
+
+
+def test_the_metrics_show_no_holder_and_two_holders(instances, vip) -> None:
+    """relay_metrics' mtail on each relay reads qqrelay-ha's status lines: which relay
+    holds the address, keepalived's state, maintenance. No holder (every relay in
+    maintenance) and two holders (one relay deaf to VRRP) show there; the alerts on them
+    are promtool-tested (tests/prometheus)."""
+    relays = instances["relays"]
+    first = relays[0]
+    settled(relays, vip, first)
+
+    def series(relay: Any, name: str, **labels: str) -> float | None:
+        shown = ",".join(f'{k}="{v}"' for k, v in {"address": vip, **labels}.items())
+        return mtail_metric(relay, f"{name}{{{shown}}}")
+
+    def held() -> list[float | None]:
+        return [series(r, "qqrelay_ha_holds_address") for r in relays]
+    wait_until(lambda: held() == [1, 0, 0], 30, "the metrics to show one holder")
+    assert series(first, "qqrelay_ha_state", state="MASTER") == 1
+    assert series(relays[1], "qqrelay_ha_state", state="BACKUP") == 1
+    assert series(first, "qqrelay_ha_maintenance_since") == 0
+
+    # No holder: every relay in maintenance (a run that put them there and stopped).
+    entered = time.time()
+    try:
+        for relay in relays:
+            relay.check_output(f"echo test > {MAINTENANCE_FILE}")
+        wait_until(lambda: not holders(relays, vip), 15, f"no relay holding {vip}")
+        wait_until(lambda: held() == [0, 0, 0], 30, "the metrics to show no holder")
+        for relay in relays:
+            assert series(relay, "qqrelay_ha_state", state="FAULT") == 1
+            assert abs(series(relay, "qqrelay_ha_maintenance_since") - entered) < 10
+    finally:
+        for relay in relays:
+            relay.check_output(f"rm -f {MAINTENANCE_FILE}")
+    settled(relays, vip, first)
+    wait_until(lambda: held() == [1, 0, 0], 30, "the metrics to show one holder again")
+
+    # Two holders: the second relay stops hearing VRRP (a firewall between the peers).
+    deaf = relays[1]
+    try:
+        deaf.check_output("iptables -I INPUT 1 -p vrrp -j DROP")
+        wait_until(lambda: len(holders(relays, vip)) == 2, 15, f"two relays holding {vip}")
+        wait_until(lambda: held() == [1, 1, 0], 30, "the metrics to show two holders")
+    finally:
+        deaf.check_output("iptables -D INPUT -p vrrp -j DROP")
+    settled(relays, vip, first)
+    wait_until(lambda: held() == [1, 0, 0], 30, "the metrics to show one holder again")
 
 
 # Run inside the client: asks the virtual address for a greeting every 0.2 s until the

@@ -9,14 +9,25 @@
   qqrelay-ha notify STATE_FILE TYPE NAME STATE [PRIORITY]
       keepalived's notify script: writes STATE (MASTER, BACKUP, FAULT, STOP) and the
       time to STATE_FILE, where the playbooks and people read it.
+  qqrelay-ha status ADDRESS STATE_FILE MAINTENANCE_FILE RECORD_FILE
+      the relay's part of the virtual ADDRESS, as one line in Postfix's log (read by
+      relay_metrics): keepalived's state (STOP when keepalived does not run), whether
+      an interface holds ADDRESS now, and since when the relay is in maintenance (0: it
+      is not). Logged when it changes and every 5 minutes (RECORD_FILE keeps the last).
+  qqrelay-ha status ADDRESS --gone
+      says that this relay no longer takes part (the role takes keepalived away).
 """
 
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 
 TIMEOUT = 2.0
+TAG = "postfix/qqrelay-ha"  # Postfix's log shows it as postfix/qqrelay-ha[PID]
+STATUS_EVERY = 300  # seconds between repeated status lines
 
 
 def check(address: str, port: int, maintenance_file: str) -> int:
@@ -49,11 +60,59 @@ def notify(state_file: str, state: str) -> int:
     return 0
 
 
+def log(line: str) -> None:
+    print(line, flush=True)
+    subprocess.run(["postlog", "-t", TAG, "-p", "info", line], check=False,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def status_line(address: str, state_file: str, maintenance_file: str) -> str:
+    active = subprocess.run(["systemctl", "is-active", "--quiet", "keepalived"],
+                            check=False).returncode == 0
+    try:
+        with open(state_file, encoding="ascii") as handle:
+            written = (handle.read().split() or ["FAULT"])[0]
+    except OSError:
+        written = "FAULT"  # keepalived runs, but has not said its state yet
+    state = written if active and written in ("MASTER", "BACKUP", "FAULT") else "STOP"
+    shown = subprocess.run(["ip", "-o", "addr", "show", "to", address], capture_output=True,
+                           text=True, check=False).stdout
+    try:
+        since = int(os.stat(maintenance_file).st_mtime)
+    except OSError:
+        since = 0
+    return (f"ha address={address} state={state} holds={int(bool(shown.strip()))} "
+            f"maintenance_since={since}")
+
+
+def status(address: str, state_file: str, maintenance_file: str, record_file: str) -> int:
+    line = status_line(address, state_file, maintenance_file)
+    try:
+        with open(record_file, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        record = {}
+    now = time.time()
+    if record.get("line") != line or now - record.get("at", 0) >= STATUS_EVERY:
+        log(line)
+        staged = f"{record_file}.new"
+        with open(staged, "w", encoding="utf-8") as handle:
+            json.dump({"line": line, "at": now}, handle)
+        os.replace(staged, record_file)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "check":
         return check(argv[1], int(argv[2]), argv[3])
     if len(argv) >= 5 and argv[0] == "notify":
         return notify(argv[1], argv[4])
+    if len(argv) == 5 and argv[0] == "status":
+        return status(*argv[1:])
+    if len(argv) == 3 and argv[0] == "status" and argv[2] == "--gone":
+        log(f"ha address={argv[1]} gone")
+        return 0
     print(__doc__, file=sys.stderr)
     return 2
 
