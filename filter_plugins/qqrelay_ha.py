@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,6 +114,24 @@ def ha_peer_report(probes: list, state_file: str) -> list[dict[str, Any]]:
     return report
 
 
+def ha_unlisting_peers(probes: list, config_file: str, address: str) -> list[str]:
+    """The peers (qqrelay_probe results of a loop over them) whose keepalived runs with a
+    configuration that does not list ``address`` among its unicast peers: they would not
+    hear a relay of that address, nor it them."""
+    unlisting = []
+    for probe in probes:
+        if probe.get("skipped") or "commands" not in probe:
+            continue  # not probed (same batch), or dead: not running
+        if probe["commands"]["keepalived"]["stdout"] != "active":
+            continue
+        config = (probe.get("contents") or {}).get(config_file) or ""
+        listed = [peer for block in re.findall(r"unicast_peer\s*\{([^}]*)\}", config)
+                  for peer in block.split()]
+        if address not in listed:
+            unlisting.append((probe.get("item") or {}).get("host", "?"))
+    return unlisting
+
+
 def run_fingerprint(hosts: list, hostvars: Mapping[str, Any], prefixes: list,
                     root: str, trees: list, platform: object = None) -> str:
     """SHA-256 of what a site.yml run on a relay reads: the variables of ``hosts`` (this
@@ -154,4 +173,5 @@ class FilterModule:
             "qqrelay_ha_off_network": ha_off_network,
             "qqrelay_ha_peer_report": ha_peer_report,
             "qqrelay_run_fingerprint": run_fingerprint,
+            "qqrelay_ha_unlisting_peers": ha_unlisting_peers,
         }

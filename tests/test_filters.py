@@ -462,3 +462,18 @@ def test_a_run_fingerprint_changes_with_what_the_run_reads(tmp_path) -> None:
     assert first == print_of()  # compiled files are not the toolkit
     (tmp_path / "roles" / "r" / "main.yml").write_text("a: 2\n")
     assert first != print_of()
+
+
+def test_a_new_relay_waits_for_the_running_peers_to_list_it() -> None:
+    config = "/etc/keepalived/keepalived.conf"
+
+    def probe(host: str, listed: list[str], active: str = "active") -> dict:
+        peers = "\n".join(f"        {a}" for a in listed)
+        text = f"vrrp_instance q {{\n    unicast_peer {{\n{peers}\n    }}\n}}\n"
+        return {"item": {"host": host}, "commands": {"keepalived": {"stdout": active}},
+                "contents": {config: text}}
+    probes = [probe("r1", ["10.0.0.2", "10.0.0.30"]), probe("r2", ["10.0.0.1"]),
+              probe("r3", [], active="inactive"), {"item": {"host": "r4"}, "skipped": True},
+              {"item": {"host": "r5"}, "unreachable": True, "msg": "down"}]
+    assert ha.ha_unlisting_peers(probes, config, "10.0.0.3") == ["r1", "r2"]
+    assert ha.ha_unlisting_peers(probes, config, "10.0.0.30") == ["r2"]

@@ -485,12 +485,16 @@ def test_bad_input_is_refused_naming_the_variable(client) -> None:
     assert client.run("dpkg -s keepalived").rc != 0
 
 
-def test_a_relay_whose_address_leaves_the_inventory_loses_keepalived(instances, vip) -> None:
+def test_a_relay_whose_address_leaves_the_inventory_loses_keepalived(instances, vip,
+                                                                     addresses) -> None:
     """Converge exactly: without relay_ha_vip, site.yml stops keepalived and removes the
-    role's files and the VRRP rule; with it again, the relay is a peer once more."""
+    role's files, the status units, its metrics and the VRRP rule; it does not start
+    keepalived again beside a peer that does not list it; with the peers listing it, the
+    relay is a peer once more."""
     relays = instances["relays"]
     last = relays[-1]
     name = last.backend.name
+    started = time.time()
     # -e, as the scenario's group_vars files beat any other inventory source.
     removed = run_playbook(PLAYBOOKS / "site.yml", name, {"relay_ha_vip": ""})
     assert removed.returncode == 0, (removed.stdout + removed.stderr)[-3000:]
@@ -500,6 +504,28 @@ def test_a_relay_whose_address_leaves_the_inventory_loses_keepalived(instances, 
         assert not last.file(path).exists, path
     assert not re.search(r" -p (112|vrrp) ", last.check_output("iptables-save"))
     assert last not in holders(relays, vip)
+    assert not last.file("/etc/systemd/system/qqrelay-ha-status.timer").exists
+    assert log_lines(last, f"ha address={vip} gone")
+    wait_until(lambda: mtail_metric(last, f'qqrelay_ha_holds_address{{address="{vip}"}}') is None,
+               30, "the metrics of the address to go")
+
+    # A peer that does not list it (as the others, before their run, do not list a relay
+    # inserted first in the inventory): keepalived is not started beside it.
+    peer, config = relays[0], "/etc/keepalived/keepalived.conf"
+    peer.check_output(f"cp {config} /tmp/keepalived.conf.kept && "
+                      f"sed -i '/^ *{re.escape(addresses[name])}$/d' {config} && "
+                      "systemctl reload keepalived")
+    try:
+        refused = run_playbook(PLAYBOOKS / "site.yml", name, {})
+        said = " ".join((refused.stdout + refused.stderr).split())
+        assert refused.returncode != 0
+        assert (f"{name} would start keepalived while {peer.backend.name} run it without "
+                f"{addresses[name]} among their peers") in said, said[-3000:]
+        assert not last.file(config).exists  # nothing changed
+    finally:
+        peer.check_output(f"cp /tmp/keepalived.conf.kept {config} && systemctl reload keepalived")
+    assert not peer.run(f"journalctl -u keepalived --since @{started:.0f} -o cat "
+                        "| grep 'Entering BACKUP'").stdout  # the holder kept the address
     restored = run_playbook(PLAYBOOKS / "site.yml", name, {})
     assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
     wait_until(lambda: state(last).startswith("BACKUP"), 30, f"{name} to be a peer again")
