@@ -13,7 +13,9 @@
       the relay's part of the virtual ADDRESS, as one line in Postfix's log (read by
       relay_metrics): keepalived's state (STOP when keepalived does not run), whether
       an interface holds ADDRESS now, and since when the relay is in maintenance (0: it
-      is not). Logged when it changes and every 5 minutes (RECORD_FILE keeps the last).
+      is not). Logged when it changes and every minute, so that a reader that starts
+      (mtail reads a log from its end) knows it within a minute (RECORD_FILE keeps the
+      last line).
   qqrelay-ha status ADDRESS --gone
       says that this relay no longer takes part (the role takes keepalived away).
 """
@@ -27,7 +29,7 @@ import time
 
 TIMEOUT = 2.0
 TAG = "postfix/qqrelay-ha"  # Postfix's log shows it as postfix/qqrelay-ha[PID]
-STATUS_EVERY = 300  # seconds between repeated status lines
+STATUS_EVERY = 60  # seconds between repeated status lines
 
 
 def check(address: str, port: int, maintenance_file: str) -> int:
