@@ -86,6 +86,10 @@ def upstream(pki: Path, tmp_path: Path) -> Iterator[Running]:
 
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLUGINS = PLAYBOOKS.parent / "plugins"
+# The checkout is the collection qqrelay.relay (collections/ links to it): the modules
+# import their module_utils by that name, as Ansible runs them.
+sys.path.insert(0, str(PLAYBOOKS.parent / "collections"))
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -99,13 +103,11 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 def filter_plugin(name: str) -> ModuleType:
-    """A module of filter_plugins/, imported by path as Ansible loads it."""
-    return _load(name, PLAYBOOKS.parent / "filter_plugins" / f"{name}.py")
+    """A file of plugins/filter/, imported by path as Ansible loads it."""
+    return _load(f"qqrelay_filter_{name}", PLUGINS / "filter" / f"{name}.py")
 
 
-def playbook_module(name: str) -> ModuleType:
-    """A module of playbooks/library, imported as Ansible would run it: with the
-    playbooks' module_utils importable as ansible.module_utils.*."""
-    for util in sorted((PLAYBOOKS / "module_utils").glob("*.py")):
-        _load(f"ansible.module_utils.{util.stem}", util)
-    return _load(name, PLAYBOOKS / "library" / f"{name}.py")
+def collection_module(name: str) -> ModuleType:
+    """A module of plugins/modules/, imported by path (its module_utils by the
+    collection's name)."""
+    return _load(f"qqrelay_module_{name}", PLUGINS / "modules" / f"{name}.py")

@@ -13,7 +13,7 @@ from pathlib import Path
 from qqrelay.testing import module_count_env
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBE = ROOT / "library" / "qqrelay_probe.py"
+PROBE = ROOT / "plugins" / "modules" / "probe.py"
 
 
 def probe(tmp_path: Path, **args) -> dict:

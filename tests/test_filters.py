@@ -7,9 +7,9 @@ import hashlib
 import pytest
 from conftest import filter_plugin
 
-networks = filter_plugin("qqrelay_networks")
-regex = filter_plugin("qqrelay_regex")
-ha = filter_plugin("qqrelay_ha")
+networks = filter_plugin("networks")
+regex = filter_plugin("regex")
+ha = filter_plugin("ha")
 
 
 @pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0", "8.0.0.0/8", "16.0.0.0/4",
@@ -60,7 +60,7 @@ def test_python_only_regex_is_refused_with_the_posix_spelling(pattern: str, why:
     assert why in problem
 
 
-firewall = filter_plugin("qqrelay_firewall")
+firewall = filter_plugin("firewall")
 UFW_RULES = (
     "*filter\n"
     "### tuple ### allow tcp 25 0.0.0.0/0 any 172.30.103.10 in comment=717172656c6179\n"
@@ -98,7 +98,7 @@ def test_invalid_ports() -> None:
     assert firewall.invalid_ports([1, "25", 65535, 0, 70000, "ssh", -1]) == [0, 70000, "ssh", -1]
 
 
-budget = filter_plugin("qqrelay_budget")
+budget = filter_plugin("budget")
 TEAM = {"account": "team@qq.com", "authorization_code": "x" * 16, "senders": ["@t.test"]}
 
 
@@ -179,7 +179,7 @@ def test_the_renewal_becomes_a_utc_time_of_day(renewal, offset, utc) -> None:
     assert budget.utc_time_of_day(renewal, offset) == utc
 
 
-converge = filter_plugin("qqrelay_converge")
+converge = filter_plugin("converge")
 CONTENT = "relay.example.com\n"
 
 
@@ -263,7 +263,7 @@ def test_postconf_settings_and_packages_and_units() -> None:
         "qqrelay-budget.timer", "qqrelay-budget.path", "missing.service"]
 
 
-inputs = filter_plugin("qqrelay_inputs")
+inputs = filter_plugin("inputs")
 TEAM = {"account": "team@qq.com", "authorization_code": "hvbwkqzmtrplxncd", "senders": ["@a.test"]}
 
 
@@ -295,7 +295,7 @@ def test_main_cf_settings_are_names_with_one_line_values(settings: dict, bad: li
     assert inputs.invalid_settings(settings, "v") == bad
 
 
-prometheus = filter_plugin("qqrelay_prometheus")
+prometheus = filter_plugin("prometheus")
 
 
 def test_a_relay_is_scraped_at_its_address_and_labelled_with_its_name() -> None:
@@ -330,7 +330,7 @@ def test_durations_are_prometheus_durations() -> None:
     assert prometheus.invalid_durations(durations) == ["d=15", "e=2 m", "f=5"]
 
 
-dns = filter_plugin("qqrelay_dns")
+dns = filter_plugin("dns")
 DKIM_KEY = 'v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC" "1Ht4nBwAKKDQ'
 
 
@@ -416,7 +416,7 @@ def test_ha_off_network() -> None:
 
 
 def test_postfix_check_problems_skip_debian_13s_chroot_notes() -> None:
-    converge = filter_plugin("qqrelay_converge")
+    converge = filter_plugin("converge")
     lines = ["updating /etc/resolv.conf => /var/spool/postfix/etc/resolv.conf",
              "postfix/postfix-script: warning: not owned by root: /etc/postfix/x"]
     assert converge.postfix_check_problems(lines) == lines[1:]

@@ -1,13 +1,13 @@
-"""The queue module's report and choice of messages (playbooks/library/qqrelay_queue.py),
+"""The queue module's report and choice of messages (plugins/modules/mail_queue.py),
 on postqueue -j entries as Postfix writes them, and the fleet's report."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import filter_plugin, playbook_module
+from conftest import collection_module, filter_plugin
 
-queue = playbook_module("qqrelay_queue")
-day2 = filter_plugin("qqrelay_day2")
+queue = collection_module("mail_queue")
+day2 = filter_plugin("day2")
 
 NOW = 1_800_000_000.0
 REFUSED = ("SASL authentication failed; server smtp.qq.com[203.205.232.7] said: 535 Login "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import playbook_module
+from conftest import collection_module
 
-module = playbook_module("relay_test_mail")
+module = collection_module("test_mail")
 
 QID = "4F2A81C3D2"
 SENT = (f"Nov 27 01:02:03 relay postfix/smtp[812]: {QID}: to=<a@qq.com>, "

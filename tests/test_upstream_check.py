@@ -1,4 +1,4 @@
-"""The upstream check (playbooks/library/qqrelay_upstream_check.py) against the fake QQ
+"""The upstream check (plugins/modules/upstream_check.py) against the fake QQ
 running in this process: each step passes, or the first that fails says why and the fix."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pwd
 import socket
 from pathlib import Path
 
-from conftest import ACCOUNT, CODE, NAME, Running, playbook_module
+from conftest import ACCOUNT, CODE, NAME, Running, collection_module
 
-check = playbook_module("qqrelay_upstream_check")
+check = collection_module("upstream_check")
 
 
 def run(upstream: Running, pki: Path, *accounts: tuple[str, str], port: int | None = None,

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.qqrelay_fixes import fix_for
+from ansible_collections.qqrelay.relay.plugins.module_utils.fixes import fix_for
 
 DOCUMENTATION = r"""
 module: qqrelay_queue

@@ -133,7 +133,7 @@ def utc_time_of_day(renewal: object, offset: object) -> str:
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"qqrelay_account_budgets": account_budgets,
-                "qqrelay_postfix_seconds": postfix_seconds,
-                "qqrelay_invalid_budgets": invalid_budgets,
-                "qqrelay_utc_time_of_day": utc_time_of_day}
+        return {"account_budgets": account_budgets,
+                "postfix_seconds": postfix_seconds,
+                "invalid_budgets": invalid_budgets,
+                "utc_time_of_day": utc_time_of_day}

@@ -95,4 +95,4 @@ def dns_findings(answers: dict, domain: str, selector: str) -> list[dict]:
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"qqrelay_dns_findings": dns_findings}
+        return {"dns_findings": dns_findings}

@@ -167,11 +167,11 @@ def run_fingerprint(hosts: list, hostvars: Mapping[str, Any], prefixes: list,
 class FilterModule:
     def filters(self) -> dict:
         return {
-            "qqrelay_ha_peers": ha_peers,
-            "qqrelay_ha_peer_problems": ha_peer_problems,
-            "qqrelay_ip_interface_problem": ip_interface_problem,
-            "qqrelay_ha_off_network": ha_off_network,
-            "qqrelay_ha_peer_report": ha_peer_report,
-            "qqrelay_run_fingerprint": run_fingerprint,
-            "qqrelay_ha_unlisting_peers": ha_unlisting_peers,
+            "ha_peers": ha_peers,
+            "ha_peer_problems": ha_peer_problems,
+            "ip_interface_problem": ip_interface_problem,
+            "ha_off_network": ha_off_network,
+            "ha_peer_report": ha_peer_report,
+            "run_fingerprint": run_fingerprint,
+            "ha_unlisting_peers": ha_unlisting_peers,
         }

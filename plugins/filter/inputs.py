@@ -41,5 +41,5 @@ def invalid_settings(settings: dict, variable: str) -> list:
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"qqrelay_invalid_sender_accounts": invalid_sender_accounts,
-                "qqrelay_invalid_settings": invalid_settings}
+        return {"invalid_sender_accounts": invalid_sender_accounts,
+                "invalid_settings": invalid_settings}

@@ -78,7 +78,7 @@ def ufw_missing_rules(rule_files: list, inbound: list) -> list:
 class FilterModule:
     def filters(self) -> dict:
         return {
-            "qqrelay_invalid_ports": invalid_ports,
-            "qqrelay_ufw_stale_rules": ufw_stale_rules,
-            "qqrelay_ufw_missing_rules": ufw_missing_rules,
+            "invalid_ports": invalid_ports,
+            "ufw_stale_rules": ufw_stale_rules,
+            "ufw_missing_rules": ufw_missing_rules,
         }

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.qqrelay_fixes import fix_for
+from ansible_collections.qqrelay.relay.plugins.module_utils.fixes import fix_for
 
 DOCUMENTATION = r"""
 module: relay_test_mail

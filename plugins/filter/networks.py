@@ -1,8 +1,7 @@
 """Network filters shared by the roles (standard library only).
 
 One implementation of each rule: postfix_relay and firewall both check client networks
-with these. Ansible finds this folder through ``filter_plugins`` in ansible.cfg (and
-ANSIBLE_FILTER_PLUGINS in Molecule).
+with these (called by their full names, qqrelay.relay.invalid_networks…).
 """
 
 from __future__ import annotations
@@ -71,8 +70,8 @@ def networks_of_version(networks: list, version: int) -> list:
 class FilterModule:
     def filters(self) -> dict:
         return {
-            "qqrelay_invalid_networks": invalid_networks,
-            "qqrelay_wide_networks": wide_networks,
-            "qqrelay_postfix_networks": postfix_networks,
-            "qqrelay_networks_of_version": networks_of_version,
+            "invalid_networks": invalid_networks,
+            "wide_networks": wide_networks,
+            "postfix_networks": postfix_networks,
+            "networks_of_version": networks_of_version,
         }

@@ -15,7 +15,9 @@ import ctypes.util
 import re
 import warnings
 
-REG_EXTENDED, REG_ICASE = 1, 2  # the same values in glibc, musl and the BSDs
+# The same values in glibc, musl and the BSDs.
+REG_EXTENDED = 1
+REG_ICASE = 2
 # Escapes that mean a class or an anchor in Python but not in POSIX, with their spelling.
 POSIX_SPELLING = {"d": "[0-9]", "D": "[^0-9]", "s": "[[:space:]]", "S": "[^[:space:]]",
                   "w": "[[:alnum:]_]", "W": "[^[:alnum:]_]", "b": "a word boundary (none)",
@@ -66,4 +68,4 @@ def invalid_regex(pattern: object) -> str:
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"qqrelay_invalid_regex": invalid_regex}
+        return {"invalid_regex": invalid_regex}

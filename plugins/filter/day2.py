@@ -23,4 +23,4 @@ def queue_fleet(reports: list[dict]) -> list[str]:
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"qqrelay_queue_fleet": queue_fleet}
+        return {"queue_fleet": queue_fleet}

@@ -45,7 +45,7 @@ def invalid_durations(durations: dict) -> list[str]:
 class FilterModule:
     def filters(self) -> dict:
         return {
-            "qqrelay_scrape_target": scrape_target,
-            "qqrelay_prometheus_config": prometheus_config,
-            "qqrelay_invalid_durations": invalid_durations,
+            "scrape_target": scrape_target,
+            "prometheus_config": prometheus_config,
+            "invalid_durations": invalid_durations,
         }

@@ -118,13 +118,13 @@ def postfix_check_problems(lines: list) -> list:
 class FilterModule:
     def filters(self) -> dict:
         return {
-            "qqrelay_files_to_write": files_to_write,
-            "qqrelay_metadata_differs": metadata_differs,
-            "qqrelay_blocks_to_write": blocks_to_write,
-            "qqrelay_debconf_differs": debconf_differs,
-            "qqrelay_postconf_settings": postconf_settings,
-            "qqrelay_missing_packages": missing_packages,
-            "qqrelay_systemd_units": systemd_units,
-            "qqrelay_units_to_start": units_to_start,
-            "qqrelay_postfix_check_problems": postfix_check_problems,
+            "files_to_write": files_to_write,
+            "metadata_differs": metadata_differs,
+            "blocks_to_write": blocks_to_write,
+            "debconf_differs": debconf_differs,
+            "postconf_settings": postconf_settings,
+            "missing_packages": missing_packages,
+            "systemd_units": systemd_units,
+            "units_to_start": units_to_start,
+            "postfix_check_problems": postfix_check_problems,
         }
