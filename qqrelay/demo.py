@@ -2,7 +2,7 @@
 
 ``python -m qqrelay.demo up`` (``make demo``) starts the containers of inventory/demo with
 the Molecule scenarios' own create and prepare playbooks, applies playbooks/site.yml to the
-relay, runs playbooks/send-test-mail.yml and prints what the fake upstream received. Safe
+relay, runs playbooks/send_test_mail.yml and prints what the fake upstream received. Safe
 to re-run: containers, certificates and configuration are reused. ``down`` removes them.
 """
 
@@ -74,7 +74,7 @@ def up() -> None:
     playbook(shared("create.yml"), "-e", extra)
     playbook(shared("prepare.yml"), "-e", extra)
     playbook(ROOT / "playbooks" / "site.yml")
-    playbook(ROOT / "playbooks" / "send-test-mail.yml")
+    playbook(ROOT / "playbooks" / "send_test_mail.yml")
     received = last_test_message()
     print(f"""
 === What the fake QQ upstream ({UPSTREAM}, as smtp.qq.test) received
@@ -87,7 +87,7 @@ def up() -> None:
 
 The relay rewrote root@{RELAY} to the account that logged in, over verified TLS.
 Look around:   docker exec -it {RELAY} bash     (postconf -n, tail /var/log/postfix.log)
-Send again:    .venv/bin/ansible-playbook -i inventory/demo playbooks/send-test-mail.yml
+Send again:    .venv/bin/ansible-playbook -i inventory/demo playbooks/send_test_mail.yml
 Clean up:      make demo-clean     (removes both containers and the demo network)
 """)
 

@@ -187,7 +187,9 @@ def test_a_second_run_changes_nothing_when_the_holds_are_right(fake, sent, defer
 
 def test_the_status_lines_are_said_again_after_a_while(fake) -> None:
     postfix = fake(sent=1, deferred="")
-    now = datetime.now(UTC)
+    # Noon of QQ's day (UTC+8), far from the renewal: the day does not change meanwhile.
+    now = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    postfix.log = [f"{now.timestamp() - 1:.6f} relay {SENT}"]
     counter.enforce(CONFIG, now)
     counter.enforce(CONFIG, now + timedelta(seconds=counter.STATUS_EVERY - 1))
     assert len(postfix.status()) == 3  # unchanged: not repeated

@@ -1,4 +1,4 @@
-"""What a domain sending through Tencent Exmail needs in DNS (playbooks/check-dns.yml).
+"""What a domain sending through Tencent Exmail needs in DNS (playbooks/check_dns.yml).
 
 The records come from community.general.dig (dnspython); these filters only judge them.
 """

@@ -65,7 +65,7 @@ FIX_TLS = ("The upstream's certificate does not verify with postfix_relay_tls_ca
 FIX_LOGIN = ("The upstream refused this account's code: generate a new authorization code "
              "(QQ Mail > Settings > Account > POP3/IMAP/SMTP service; a password change revokes "
              "every code; the password itself is refused), put it in the vault and run "
-             "playbooks/rotate-code.yml.")
+             "playbooks/rotate_code.yml.")
 FIX_LOGIN_OTHER = ("The upstream did not take the login: check that the account's SMTP service "
                    "is on, and the upstream's reply.")
 

@@ -1,4 +1,4 @@
-"""playbooks/check-dns.yml against the scenario's dnsmasq: a correct Exmail domain is ok on
+"""playbooks/check_dns.yml against the scenario's dnsmasq: a correct Exmail domain is ok on
 every record; a broken one names each missing or wrong record with what to publish."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "check-dns.yml"
+PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "check_dns.yml"
 NAMESERVER = "172.30.107.53"  # day2-dns (molecule.yml), zones in test-zones.conf
 
 

@@ -1,4 +1,4 @@
-"""playbooks/send-test-mail.yml and check-upstream.yml on a relay of each Debian release,
+"""playbooks/send_test_mail.yml and check_upstream.yml on a relay of each Debian release,
 with the egress lock on: a test message leaves from each; every step of the check passes
 against the fake, and each fault fails at its own step with the upstream's reply and the
 fix. The check sends no mail."""
@@ -13,7 +13,7 @@ from typing import Any
 from qqrelay.testing import can_connect, run_playbook
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
-PLAYBOOK = PLAYBOOKS / "check-upstream.yml"
+PLAYBOOK = PLAYBOOKS / "check_upstream.yml"
 UPSTREAM = "smtp.qq.test"
 ACCOUNTS = ("relay@qq.com", "team@qq.com")
 RELAYS = 3  # one of each release (molecule.yml)
@@ -26,7 +26,7 @@ def recap_changed(output: str) -> list[str]:
 
 def test_a_test_message_leaves_from_each_relay(normal_upstream: Any) -> None:
     started = time.time()
-    result = run_playbook(PLAYBOOKS / "send-test-mail.yml", "relays", {})
+    result = run_playbook(PLAYBOOKS / "send_test_mail.yml", "relays", {})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert output.count("status:   sent") == RELAYS, output[-3000:]

@@ -1,4 +1,4 @@
-"""playbooks/rotate-code.yml on a relay of each release, at the default pace: a code the
+"""playbooks/rotate_code.yml on a relay of each release, at the default pace: a code the
 upstream refuses changes no relay. Once QQ has revoked the main account's code, its
 queued mail costs at most a few connections while the second account's mail leaves; the
 rotation then completes on every relay without waiting for the backlog, and every
@@ -14,7 +14,7 @@ from typing import Any
 
 from qqrelay.testing import log_lines, postfix_queue, run_playbook, send_mail, wait_until
 
-PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "rotate-code.yml"
+PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "rotate_code.yml"
 MAIN, TEAM = "relay@qq.com", "team@qq.com"
 NEW_CODE = "nwcdnwcdnwcdnwcd"  # the code QQ gives after the old one is revoked
 CREDENTIALS = "md5sum /etc/postfix/sasl_passwd /etc/postfix/sasl_passwd.db"

@@ -338,7 +338,7 @@ def test_smtp_on_the_address_is_for_the_client_networks_only(client, outsider, v
 
 def test_the_queue_of_a_relay_that_does_not_return_moves_to_a_peer_once(
         instances, client, addresses, vip, normal_upstream, tmp_path) -> None:
-    """move-queue.yml stopped once the target has the files, then run again: the message
+    """move_queue.yml stopped once the target has the files, then run again: the message
     arrives once, no copy is left, and the source's Postfix stays down across a reboot."""
     relays = instances["relays"]
     dead, target = relays[-1], relays[-2]
@@ -352,11 +352,11 @@ def test_the_queue_of_a_relay_that_does_not_return_moves_to_a_peer_once(
     extra = {"queue_from": name, "queue_to": target.backend.name,
              "queue_move_dir": str(tmp_path)}
     try:
-        staged = run_playbook(PLAYBOOKS / "move-queue.yml", "all", extra,
+        staged = run_playbook(PLAYBOOKS / "move_queue.yml", "all", extra,
                               options=("--tags", "pack,stage"))
         assert staged.returncode == 0, (staged.stdout + staged.stderr)[-3000:]
         assert target.check_output(f"find /var/tmp/qqrelay-queue-{name} -type f")
-        result = run_playbook(PLAYBOOKS / "move-queue.yml", "all", extra)
+        result = run_playbook(PLAYBOOKS / "move_queue.yml", "all", extra)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-3000:]
         assert dead.check_output("find /var/spool/postfix/deferred /var/spool/postfix/incoming "

@@ -27,7 +27,7 @@ RELAY_IP = "172.30.104.2"
 OUTSIDER_IP = "172.30.104.20"
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 SITE = PLAYBOOKS / "site.yml"
-SEND_TEST_MAIL = PLAYBOOKS / "send-test-mail.yml"
+SEND_TEST_MAIL = PLAYBOOKS / "send_test_mail.yml"
 ROLE_DEFAULTS = PLAYBOOKS.parent / "roles" / "postfix_relay" / "defaults" / "main.yml"
 
 
