@@ -35,9 +35,9 @@ def test_pairs_run_side_by_side_but_one_scenario_at_a_time(monkeypatch, tmp_path
     assert peak == {"all": 2, "same": 1}
 
 
-def test_smoke_comes_first_and_the_longest_next() -> None:
+def test_default_comes_first_and_the_longest_next() -> None:
     names = scenarios.discover()
-    assert names[:3] == ["smoke", "postfix_relay", "day2"]
+    assert names[:3] == ["default", "postfix_relay", "day2"]
     assert "shared" not in names
 
 
@@ -62,11 +62,12 @@ def ran(monkeypatch, tmp_path) -> list[tuple[str, str]]:
 
 
 def test_a_scenario_is_skipped_on_a_distro_its_roles_refuse(ran, capsys) -> None:
-    assert scenarios.main(["monitoring", "smoke", "--distros", "debian11 debian12"]) == 0
-    assert sorted(ran) == [("monitoring", "debian12"), ("smoke", "debian11"), ("smoke", "debian12")]
+    assert scenarios.main(["monitoring", "default", "--distros", "debian11 debian12"]) == 0
+    assert sorted(ran) == [("default", "debian11"), ("default", "debian12"),
+                           ("monitoring", "debian12")]
     assert "monitoring on debian11: not supported, skipped" in capsys.readouterr().out
 
 
 def test_a_scenario_of_every_release_runs_once(ran) -> None:
-    assert scenarios.main(["day2", "smoke", "--distros", "debian11 debian13", "--jobs", "1"]) == 0
-    assert ran == [("day2", "all"), ("smoke", "debian11"), ("smoke", "debian13")]
+    assert scenarios.main(["day2", "default", "--distros", "debian11 debian13", "--jobs", "1"]) == 0
+    assert ran == [("day2", "all"), ("default", "debian11"), ("default", "debian13")]
