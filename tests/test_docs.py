@@ -1,7 +1,9 @@
-"""The README's variable tables and the roles' argument specs say what defaults/main.yml does."""
+"""Each role's README (its variable table), the argument specs (what defaults/main.yml
+does), ansible-doc on the collection's roles, and the top README's links."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -10,9 +12,27 @@ import yaml
 from qqrelay import docs
 
 
-def test_readme_variable_tables_are_current() -> None:
-    readme = docs.README.read_text()
-    assert docs.render(readme) == readme, "run `python -m qqrelay.docs`"
+@pytest.mark.parametrize("role", docs.ROLES)
+def test_the_role_readme_variable_table_is_current(role: str) -> None:
+    text = docs.readme(role).read_text()
+    assert docs.render(text, role) == text, "run `python -m qqrelay.docs`"
+
+
+def test_the_readme_is_short_and_links_every_doc() -> None:
+    readme = (docs.ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    linked = set(re.findall(r"\]\(([^)#]+)", readme))
+    pages = {str(p.relative_to(docs.ROOT)) for p in (docs.ROOT / "docs").glob("*.md")}
+    pages |= {f"roles/{role}/README.md" for role in docs.ROLES} | {"CHANGELOG.md", "LICENSE"}
+    assert pages <= linked, pages - linked
+    for target in linked:
+        assert (docs.ROOT / target).exists(), target
+
+
+def test_relative_links_of_the_docs_lead_somewhere() -> None:
+    for page in [*(docs.ROOT / "docs").glob("*.md"), *(docs.ROOT / "roles").glob("*/README.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page}: {target}"
 
 
 @pytest.mark.parametrize("role", docs.ROLES)
@@ -32,7 +52,7 @@ def test_argument_specs_match_the_defaults(role: str) -> None:
 
 @pytest.mark.parametrize("role", docs.ROLES)
 def test_ansible_doc_shows_the_role_interface(role: str) -> None:
-    shown = subprocess.run(["ansible-doc", "-t", "role", "-r", str(docs.ROOT / "roles"), role],
+    shown = subprocess.run(["ansible-doc", "-t", "role", f"qqrelay.relay.{role}"],
                            capture_output=True, text=True, check=True, cwd=docs.ROOT).stdout
     for name in docs.argument_spec(role)["options"]:
         assert name in shown
