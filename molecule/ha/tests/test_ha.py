@@ -451,7 +451,6 @@ def test_a_rolling_update_loses_no_message_of_a_stream(instances, client, normal
     output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, output[-3000:]
     assert re.findall(r"changed=(\d+)", output) == ["0"] * len(relays), output[-3000:]
-    assert "Put the relay in maintenance" not in output
     said = " ".join(output.split())  # the callback wraps long messages
     assert said.count("renders the same files and hands nothing over") == len(relays)
     for relay in relays:
