@@ -80,6 +80,12 @@ def test_every_counter_counts_its_lines_and_no_other(tmp_path: Path) -> None:
         'qqrelay_ha_state{address="10.0.0.9",state="STOP"}': 0,
         'qqrelay_ha_holds_address{address="10.0.0.9"}': 0,
         'qqrelay_ha_maintenance_since{address="10.0.0.9"}': 1764306560,
+        'qqrelay_ha_state{address="10.0.0.8",state="MASTER"}': 1,
+        'qqrelay_ha_state{address="10.0.0.8",state="BACKUP"}': 0,
+        'qqrelay_ha_state{address="10.0.0.8",state="FAULT"}': 0,
+        'qqrelay_ha_state{address="10.0.0.8",state="STOP"}': 0,
+        'qqrelay_ha_holds_address{address="10.0.0.8"}': 1,
+        'qqrelay_ha_maintenance_since{address="10.0.0.8"}': 0,
     }
 
 
