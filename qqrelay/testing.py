@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import testinfra
+import yaml
 
 PACKAGE_PATH = "/opt/qqrelay"  # where create.yml mounts this package in every container
 STATE_DIR = "/var/lib/fakeqq"
@@ -211,6 +212,24 @@ def module_count_env(count_file: Path) -> dict[str, str]:
     return {"ANSIBLE_CALLBACKS_ENABLED": "qqrelay_module_count",
             "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).resolve().parent / "callback_plugins"),
             "QQRELAY_MODULE_COUNT_FILE": str(count_file)}
+
+
+def scenario_config(test_file: str) -> dict[str, Any]:
+    """The molecule.yml of the scenario that ``test_file`` belongs to."""
+    return yaml.safe_load((Path(test_file).resolve().parent.parent / "molecule.yml").read_text())
+
+
+def addresses(test_file: str) -> dict[str, str]:
+    """Each instance of the scenario that ``test_file`` belongs to, by name, with the IPv4
+    address its molecule.yml gives it (read, not retyped, by the verifiers)."""
+    return {p["name"]: n["ipv4_address"] for p in scenario_config(test_file)["platforms"]
+            for n in p.get("networks", []) if n.get("ipv4_address")}
+
+
+def group_vars(test_file: str, group: str) -> dict[str, Any]:
+    """The variables the scenario's molecule.yml gives ``group``."""
+    inventory = scenario_config(test_file).get("provisioner", {}).get("inventory", {})
+    return inventory.get("group_vars", {}).get(group, {})
 
 
 def mtail_metric(relay: Any, series: str) -> float | None:

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 
 from qqrelay.testing import (
+    addresses,
     assert_left_as,
     log_lines,
     mtail_metric,
@@ -22,13 +22,14 @@ from qqrelay.testing import (
     restart_container,
     rotate_mail_log,
     run_playbook,
+    scenario_config,
     wait_until,
 )
 
 SCENARIO = Path(__file__).resolve().parent.parent
 CONVERGE = SCENARIO / "converge.yml"
-PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
-ADDRESS = {p["name"]: p["networks"][0]["ipv4_address"] for p in PLATFORMS}
+PLATFORMS = scenario_config(__file__)["platforms"]
+ADDRESS = addresses(__file__)
 TEAM_SENDER = "build@team.internal.test"  # a sender of the second account (molecule.yml)
 BEIJING = timezone(timedelta(hours=8))
 # qqrelay-budget's lines in the Postfix log.

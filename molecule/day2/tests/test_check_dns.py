@@ -8,8 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from qqrelay.testing import addresses
+
 PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "check_dns.yml"
-NAMESERVER = "172.30.107.53"  # day2-dns (molecule.yml), zones in test-zones.conf
+NAMESERVER = addresses(__file__)["day2-dns"]  # zones in test-zones.conf
 
 
 def check(domain: str, *options: str) -> tuple[int, str]:

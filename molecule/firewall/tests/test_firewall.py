@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from qqrelay.testing import can_connect, relay_mail, run_playbook, wait_until
+from qqrelay.testing import addresses, can_connect, relay_mail, run_playbook, wait_until
 
-RELAY_IP = "172.30.103.2"
-CLIENT_NETWORK = "172.30.103.10/32"  # the scenario's postfix_relay_client_networks
-OUTSIDER_NETWORK = "172.30.103.20/32"
+RELAY_IP = addresses(__file__)["fw-relay"]
+CLIENT_NETWORK = addresses(__file__)["fw-client-allowed"] + "/32"
+OUTSIDER_NETWORK = addresses(__file__)["fw-client-outside"] + "/32"
 APPLY = Path(__file__).resolve().parent.parent / "apply.yml"
 SSH = 22
 # A stand-in for sshd (or any service) on the relay: echoes every line back, on the

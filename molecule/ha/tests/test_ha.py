@@ -22,6 +22,7 @@ from qqrelay.testing import (
     PACKAGE_PATH,
     assert_left_as,
     can_connect,
+    group_vars,
     log_lines,
     mtail_metric,
     postfix_queue,
@@ -36,7 +37,7 @@ PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 STATE_FILE = "/var/lib/qqrelay-ha/keepalived/state"
 FAILOVER_LIMIT = 5.0  # seconds, the bound
 STOP_FILE = "/tmp/qqrelay-stop-stream"  # in the client: ends its streams
-PREEMPT_DELAY = 10  # relay_ha_preempt_delay in molecule.yml
+PREEMPT_DELAY = group_vars(__file__, "relays")["relay_ha_preempt_delay"]
 
 
 @pytest.fixture(scope="module")

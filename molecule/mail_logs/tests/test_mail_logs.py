@@ -9,6 +9,7 @@ from pathlib import Path
 from qqrelay.testing import (
     MAIL_LOGS_ROTATION,
     POSTFIX_LOG,
+    addresses,
     log_lines,
     queue_id_of,
     relay_mail,
@@ -16,7 +17,7 @@ from qqrelay.testing import (
     run_playbook,
 )
 
-RELAY_IP = "172.30.102.2"
+RELAY_IP = addresses(__file__)["ml-relay"]
 RETENTION = 3  # mail_logs_retention_days in molecule.yml, daily: three rotated files
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 

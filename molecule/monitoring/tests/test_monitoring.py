@@ -16,10 +16,17 @@ import pytest
 import yaml
 
 from qqrelay import alert_rules
-from qqrelay.testing import assert_left_as, can_connect, relay_mail, run_playbook, wait_until
+from qqrelay.testing import (
+    addresses,
+    assert_left_as,
+    can_connect,
+    relay_mail,
+    run_playbook,
+    wait_until,
+)
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
-RELAY_IP = "172.30.106.2"
+RELAY_IP = addresses(__file__)["mon-relay"]
 RELAY = "mon-relay"  # the label `relay` of the relay's series: its inventory name
 PORTS = (9154, 3903)  # relay_metrics_exporter_port, relay_metrics_mtail_port
 # Shortened in molecule.yml: rules every 2 s, events counted over 30 s, no pending time

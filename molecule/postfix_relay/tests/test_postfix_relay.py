@@ -17,6 +17,7 @@ import yaml
 from qqrelay.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
 from qqrelay.testing import (
     PACKAGE_PATH,
+    addresses,
     assert_left_as,
     log_lines,
     postfix_queue,
@@ -28,7 +29,7 @@ from qqrelay.testing import (
     wait_until,
 )
 
-RELAY_IP = "172.30.101.2"
+RELAY_IP = addresses(__file__)["pr-relay"]
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "postfix_relay"
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
