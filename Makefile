@@ -11,7 +11,7 @@ timed = start=$$(date +%s); $(1); rc=$$?; echo "[test] $(2): $$(( $$(date +%s) -
 .PHONY: setup lint unit molecule test matrix bench bench-converge demo demo-clean clean
 
 setup: ## Debian packages, Docker daemon, .venv and the test images (no-op when in place)
-	@$(call timed,$(PYTHON) -m qqrelay.bootstrap --distros "$(DISTROS)",setup)
+	@$(call timed,$(PYTHON) -m tooling.setup.bootstrap --distros "$(DISTROS)",setup)
 
 lint: setup ## yamllint, ansible-lint (production profile) and ruff
 	@$(call timed,yamllint --strict . && ansible-lint && ruff check .,lint)
@@ -20,7 +20,7 @@ unit: setup ## pytest unit tests of the Python tooling
 	@$(call timed,pytest tests,unit tests)
 
 molecule: setup ## every Molecule scenario on $(DISTROS)
-	@$(call timed,python -m qqrelay.scenarios --distros "$(DISTROS)" $(SCENARIOS),molecule)
+	@$(call timed,python -m tooling.setup.scenarios --distros "$(DISTROS)" $(SCENARIOS),molecule)
 
 test: lint unit molecule ## everything CI runs
 
@@ -28,16 +28,16 @@ matrix: ## the whole suite on Debian 11, 12 and 13
 	$(MAKE) test DISTROS="debian11 debian12 debian13"
 
 bench: setup ## pacing benchmark (not part of test): drain time and logins, paced and unpaced
-	python -m qqrelay.bench
+	python -m tooling.bench.pacing
 
 bench-converge: setup ## converge benchmark (not part of test): fresh and re-run time, module executions, 10 relays
-	python -m qqrelay.bench_converge
+	python -m tooling.bench.converge
 
 demo: setup ## a relay container and the fake QQ upstream: site.yml, a test mail, what QQ got
-	python -m qqrelay.demo up
+	python -m tooling.setup.demo up
 
 demo-clean: ## remove the demo's containers and network
-	python -m qqrelay.demo down
+	python -m tooling.setup.demo down
 
 clean: ## remove the venv and the scenario containers (images stay)
 	-docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f

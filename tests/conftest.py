@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from qqrelay import fake_upstream as fq
-from qqrelay.testca import write_test_pki
+from tooling.harness import fake_upstream as fq
+from tooling.harness.testca import write_test_pki
 
 ACCOUNT = "relay@qq.com"
 CODE = "abcdefghijklmnop"

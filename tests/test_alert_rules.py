@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qqrelay import alert_rules
+from tooling.generate import alert_rules
 
 CASES = Path(__file__).resolve().parent / "prometheus" / "qqrelay.rules.test.yml"
 

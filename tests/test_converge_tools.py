@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qqrelay.testing import module_count_env
+from tooling.harness.testing import module_count_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "plugins" / "modules" / "probe.py"

@@ -9,13 +9,13 @@ import subprocess
 import pytest
 import yaml
 
-from qqrelay import docs
+from tooling.generate import docs
 
 
 @pytest.mark.parametrize("role", docs.ROLES)
 def test_the_role_readme_variable_table_is_current(role: str) -> None:
     text = docs.readme(role).read_text()
-    assert docs.render(text, role) == text, "run `python -m qqrelay.docs`"
+    assert docs.render(text, role) == text, "run `python -m tooling.generate.docs`"
 
 
 def test_the_readme_is_short_and_links_every_doc() -> None:

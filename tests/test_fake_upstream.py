@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ACCOUNT, CODE, Running
 
-from qqrelay import fake_upstream as fq
+from tooling.harness import fake_upstream as fq
 
 
 def message(sender: str = ACCOUNT, subject: str = "hello", body: str = "hi") -> EmailMessage:

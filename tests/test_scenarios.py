@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from qqrelay import scenarios
+from tooling.setup import scenarios
 
 
 def test_pairs_run_side_by_side_but_one_scenario_at_a_time(monkeypatch, tmp_path) -> None:

@@ -1,8 +1,8 @@
-"""qqrelay.vrrp: the advertisements the ha scenario's verifier forges."""
+"""tooling.harness.vrrp: the advertisements the ha scenario's verifier forges."""
 
 from __future__ import annotations
 
-from qqrelay.vrrp import advertisement, checksum
+from tooling.harness.vrrp import advertisement, checksum
 
 
 def test_an_advertisement_has_rfc3768s_layout() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qqrelay.testing import (
+from tooling.harness.testing import (
     addresses,
     assert_left_as,
     log_lines,

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from qqrelay.testing import addresses
+from tooling.harness.testing import addresses
 
 PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "check_dns.yml"
 NAMESERVER = addresses(__file__)["day2-dns"]  # zones in test-zones.conf

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qqrelay.testing import can_connect, run_playbook
+from tooling.harness.testing import can_connect, run_playbook
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 PLAYBOOK = PLAYBOOKS / "check_upstream.yml"

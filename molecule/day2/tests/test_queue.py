@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from qqrelay.fake_upstream import AUTH_FAILED
-from qqrelay.testing import postfix_queue, run_playbook, send_mail, wait_until
+from tooling.harness.fake_upstream import AUTH_FAILED
+from tooling.harness.testing import postfix_queue, run_playbook, send_mail, wait_until
 
 PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "queue.yml"
 # The relay sends as the account (senders are rewritten), so each fault's mail is told

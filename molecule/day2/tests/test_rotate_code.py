@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from qqrelay.testing import log_lines, postfix_queue, run_playbook, send_mail, wait_until
+from tooling.harness.testing import log_lines, postfix_queue, run_playbook, send_mail, wait_until
 
 PLAYBOOK = Path(__file__).resolve().parents[3] / "playbooks" / "rotate_code.yml"
 MAIN, TEAM = "relay@qq.com", "team@qq.com"

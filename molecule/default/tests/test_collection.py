@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from qqrelay.testing import assert_left_as, send_mail
+from tooling.harness.testing import assert_left_as, send_mail
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -75,7 +75,7 @@ def test_the_installed_collection_holds_no_checkout_file(user_dir: Path) -> None
     for kept in ("MANIFEST.json", "LICENSE", "roles/postfix_relay/meta/argument_specs.yml",
                  "plugins/modules/probe.py", "plugins/filter/networks.py", "playbooks/site.yml"):
         assert (installed / kept).exists(), kept
-    for left in ("molecule", "tests", "qqrelay", "collections", ".venv", "ansible.cfg"):
+    for left in ("molecule", "tests", "tooling", "collections", ".venv", "ansible.cfg"):
         assert not (installed / left).exists(), left
 
 

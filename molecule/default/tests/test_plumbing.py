@@ -6,13 +6,13 @@ import socket
 
 import pytest
 
-from qqrelay.testing import assert_left_as, send_mail
+from tooling.harness.testing import assert_left_as, send_mail
 
 
 def test_relay_instance_boots_systemd(relay) -> None:
     state = relay.run("systemctl is-system-running").stdout.strip()
     assert state in ("running", "degraded")
-    assert relay.file("/opt/qqrelay/qqrelay/sendmail.py").exists
+    assert relay.file("/opt/qqrelay/tooling/harness/sendmail.py").exists
 
 
 def test_mail_over_implicit_tls_reaches_the_fake(relay, upstream, settings) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qqrelay.testing import addresses, can_connect, relay_mail, run_playbook, wait_until
+from tooling.harness.testing import addresses, can_connect, relay_mail, run_playbook, wait_until
 
 RELAY_IP = addresses(__file__)["fw-relay"]
 CLIENT_NETWORK = addresses(__file__)["fw-client-allowed"] + "/32"

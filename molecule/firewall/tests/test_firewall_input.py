@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qqrelay.testing import run_cases
+from tooling.harness.testing import run_cases
 
 APPLY = Path(__file__).resolve().parent.parent / "apply.yml"
 # Input, then what the error must say: the variable and the offending value.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from test_firewall import RELAY_IP, apply
 
-from qqrelay.testing import can_connect, restart_container
+from tooling.harness.testing import can_connect, restart_container
 
 # Per backend: commands that succeed when it is active, and ones that say it holds
 # nothing of the toolkit (no rule, no file, no enabled unit) when it is not.

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from qqrelay.testing import (
+from tooling.harness.testing import (
     PACKAGE_PATH,
     assert_left_as,
     can_connect,
@@ -306,7 +306,7 @@ def test_a_dead_holder_loses_the_address_and_keeps_its_mail(instances, client, v
 def forge(sender: Any, receivers: list[str], vip: str, router_id: int, count: int) -> None:
     """``count`` VRRP advertisements with priority 254 for ``vip``, one a second."""
     to = " ".join(f"--to {r}" for r in receivers)
-    sender.check_output(f"PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.vrrp {to} "
+    sender.check_output(f"PYTHONPATH={PACKAGE_PATH} python3 -m tooling.harness.vrrp {to} "
                         f"--vrid {router_id} --priority 254 --address {vip} --count {count}")
 
 
@@ -401,7 +401,8 @@ def test_a_rolling_update_loses_no_message_of_a_stream(instances, client, normal
     started = time.time()
     streams = [subprocess.Popen(
         ["docker", "exec", client.backend.name, "env", f"PYTHONPATH={PACKAGE_PATH}", "python3",
-         "-m", "qqrelay.sendmail", "--local", "--sender", sender, "--to", "someone@example.net",
+         "-m", "tooling.harness.sendmail", "--local", "--sender", sender,
+         "--to", "someone@example.net",
          "--count", "300", "--gap", "0.8", "--stop-file", STOP_FILE, "--min-count", "100"],
         stdout=subprocess.PIPE, text=True)
         for sender in ("app@internal.test", "app@team.internal.test")]

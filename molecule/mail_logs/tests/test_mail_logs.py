@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from qqrelay.testing import (
+from tooling.harness.testing import (
     MAIL_LOGS_ROTATION,
     POSTFIX_LOG,
     addresses,

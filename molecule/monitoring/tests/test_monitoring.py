@@ -15,8 +15,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from qqrelay import alert_rules
-from qqrelay.testing import (
+from tooling.generate import alert_rules
+from tooling.harness.testing import (
     addresses,
     assert_left_as,
     can_connect,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qqrelay.testing import run_cases
+from tooling.harness.testing import run_cases
 
 SCENARIO = Path(__file__).resolve().parent.parent
 PROMETHEUS_PLAYBOOK = SCENARIO.parents[1] / "playbooks" / "prometheus.yml"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qqrelay.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
-from qqrelay.testing import (
+from tooling.harness.fake_upstream import CONTENT_REJECTED, FREQUENCY_LIMITED
+from tooling.harness.testing import (
     PACKAGE_PATH,
     addresses,
     assert_left_as,
@@ -232,7 +232,7 @@ def test_smtp_smuggling_does_not_hide_a_second_message(client, normal_upstream) 
     # smtpd_forbid_bare_newline: "<LF>.<CR><LF>" does not end the data, so what follows
     # it stays inside the first message instead of becoming a second, forged one.
     result = json.loads(client.check_output(
-        f"PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.sendmail --smuggle "
+        f"PYTHONPATH={PACKAGE_PATH} python3 -m tooling.harness.sendmail --smuggle "
         f"--server {RELAY_IP} --sender app@internal.test --to someone@example.net"))
     token = result["token"]
     normal_upstream.wait_for(token)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qqrelay.testing import (
+from tooling.harness.testing import (
     assert_left_as,
     can_connect,
     log_lines,

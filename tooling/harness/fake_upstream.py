@@ -434,7 +434,8 @@ def read_record(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m qqrelay.fake_upstream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python3 -m tooling.harness.fake_upstream",
+                                     description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the fake upstream")
     serve.add_argument("--config", type=Path, required=True, help="JSON file of Config")

@@ -133,7 +133,7 @@ def ensure(names: list[str], force: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qqrelay.images", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tooling.setup.images", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"images to ensure, of: {', '.join(RECIPES)} (default: all)")

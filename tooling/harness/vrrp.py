@@ -5,7 +5,7 @@ relays' firewalls drop VRRP from hosts outside the peers (and, from a peer, that
 same packets would take the address away). Standard library only; needs root (a raw
 socket). Bounded: ``--count`` packets, ``--interval`` seconds apart.
 
-  python3 -m qqrelay.vrrp --to 172.30.108.11 --vrid 51 --priority 254 \
+  python3 -m tooling.harness.vrrp --to 172.30.108.11 --vrid 51 --priority 254 \
       --address 172.30.108.100 --count 5
 """
 

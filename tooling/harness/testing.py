@@ -1,4 +1,4 @@
-"""Pytest plugin shared by every Molecule verifier (loaded with ``-p qqrelay.testing``).
+"""Pytest plugin shared by every Molecule verifier (loaded with ``-p tooling.harness.testing``).
 
 Instances are found by Ansible group in the scenario's inventory and reached with
 testinfra's docker backend. Fixtures: ``instances`` (group -> testinfra hosts),
@@ -114,7 +114,7 @@ class Upstream:
         accepted = "".join(f" --code {shlex.quote(f'{account}={code}')}"
                            for account, code in (codes or {}).items())
         self.host.check_output(
-            f"PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.fake_upstream fault {mode} "
+            f"PYTHONPATH={PACKAGE_PATH} python3 -m tooling.harness.fake_upstream fault {mode} "
             f"--delay {delay} --per-minute {per_minute}{accepted} --state-dir {STATE_DIR}"
         )
         time.sleep(0.5)  # the fake polls its switch every 0.2 s
@@ -125,7 +125,8 @@ def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
               cafile: str | None = None, from_header: str | None = None,
               token: str | None = None, headers: list[str] | None = None,
               count: int = 1) -> dict[str, Any]:
-    """Send ``count`` messages (one session) from ``host`` with qqrelay.sendmail; its result."""
+    """Send ``count`` messages (one session) from ``host`` with tooling.harness.sendmail;
+    its result."""
     args = ["--server", server, "--port", str(port), "--tls", tls, "--sender", sender, "--to", to,
             "--count", str(count)]
     for flag, value in (("--login", login), ("--cafile", cafile),
@@ -135,7 +136,8 @@ def send_mail(host: Any, *, server: str, sender: str, to: str, port: int = 25,
     for header in headers or []:
         args += ["--header", header]
     env = f"QQRELAY_CODE={shlex.quote(code)} " if code else ""
-    command = f"{env}PYTHONPATH={PACKAGE_PATH} python3 -m qqrelay.sendmail {shlex.join(args)}"
+    module = "tooling.harness.sendmail"
+    command = f"{env}PYTHONPATH={PACKAGE_PATH} python3 -m {module} {shlex.join(args)}"
     return json.loads(host.check_output(command))
 
 
@@ -208,7 +210,7 @@ def restart_container(host: Any) -> None:
 
 def module_count_env(count_file: Path) -> dict[str, str]:
     """Environment that makes ansible-playbook count its module executions on the hosts
-    (qqrelay/callback_plugins/qqrelay_module_count.py) into ``count_file`` as JSON."""
+    (tooling/harness/callback_plugins/qqrelay_module_count.py) into ``count_file`` as JSON."""
     return {"ANSIBLE_CALLBACKS_ENABLED": "qqrelay_module_count",
             "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).resolve().parent / "callback_plugins"),
             "QQRELAY_MODULE_COUNT_FILE": str(count_file)}

@@ -1,6 +1,6 @@
 """The alert rules file users load as is, rendered from the relay_prometheus role.
 
-``python -m qqrelay.alert_rules`` writes ``monitoring/qqrelay.rules.yml`` from the role's
+``python -m tooling.generate.alert_rules`` writes ``monitoring/qqrelay.rules.yml`` from the role's
 template and its defaults (the thresholds); ``--check`` only reports whether the file is
 current (a unit test runs it, and ``promtool test rules`` tests that file).
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 import jinja2
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "relay_prometheus"
 TEMPLATE = ROLE / "templates" / "qqrelay.rules.yml.j2"
 RULES = ROOT / "monitoring" / "qqrelay.rules.yml"
-MANAGED = ("Rendered with the role's default thresholds by python -m qqrelay.alert_rules; "
+MANAGED = ("Rendered with the role's default thresholds by python -m tooling.generate.alert_rules; "
            "do not edit")
 
 
@@ -37,14 +37,16 @@ def render(overrides: dict | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qqrelay.alert_rules", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tooling.generate.alert_rules",
+                                     description=__doc__)
     parser.add_argument("--check", action="store_true", help="only say whether it is current")
     args = parser.parse_args(argv)
     wanted = render()
     current = RULES.read_text() if RULES.exists() else ""
     if args.check:
         if current != wanted:
-            print(f"{RULES.relative_to(ROOT)} is out of date: run python -m qqrelay.alert_rules")
+            print(f"{RULES.relative_to(ROOT)} is out of date: "
+                  "run python -m tooling.generate.alert_rules")
             return 1
         return 0
     RULES.parent.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """The one-command demo: a relay container and the fake QQ upstream, site.yml, a test mail.
 
-``python -m qqrelay.demo up`` (``make demo``) starts the containers of inventory/demo with
+``python -m tooling.setup.demo up`` (``make demo``) starts the containers of inventory/demo with
 the Molecule scenarios' own create and prepare playbooks, applies playbooks/site.yml to the
 relay, runs playbooks/send_test_mail.yml and prints what the fake upstream received. Safe
 to re-run: containers, certificates and configuration are reused. ``down`` removes them.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "inventory" / "demo"
 STATE = ROOT / ".demo"  # certificates and the platform list; removed by `down`
 NETWORK = "qqrelay-demo"

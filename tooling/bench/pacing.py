@@ -1,6 +1,6 @@
 """Benchmark of the relay's pacing: drain time and logins for a batch of messages.
 
-``python -m qqrelay.bench`` (``make bench``; not part of ``make test``) brings up the
+``python -m tooling.bench.pacing`` (``make bench``; not part of ``make test``) brings up the
 ``postfix_relay`` Molecule scenario's containers (a relay, the fake QQ upstream and a
 client), then hands the relay a batch of messages in one SMTP session and reads the
 fake's record: once at the role's default pacing (500 an hour), once at the fastest
@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "postfix_relay"
 CLIENT, UPSTREAM = "pr-client-allowed", "pr-upstream"
 RELAY_IP = "172.30.101.2"
@@ -54,7 +54,7 @@ def run(count: int, timeout: float) -> dict[str, float]:
     args = ["--server", RELAY_IP, "--sender", "bench@internal.test", "--to",
             "someone@example.net", "--count", str(count), "--token", token]
     sent = json.loads(docker_exec(
-        CLIENT, f"PYTHONPATH=/opt/qqrelay python3 -m qqrelay.sendmail {shlex.join(args)}"))
+        CLIENT, f"PYTHONPATH=/opt/qqrelay python3 -m tooling.harness.sendmail {shlex.join(args)}"))
     if not sent["accepted"]:
         raise SystemExit(f"the relay refused the batch: {sent}")
     wanted = set(sent["tokens"])
@@ -80,7 +80,7 @@ def report(name: str, figures: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qqrelay.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tooling.bench.pacing", description=__doc__)
     parser.add_argument("--count", type=int, default=100, help="messages per run")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     args = parser.parse_args(argv)

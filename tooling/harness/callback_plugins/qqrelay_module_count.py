@@ -4,7 +4,7 @@ One execution is one task result on a host, or one loop item, of an action that 
 a module on that host: skipped results and actions that run on the controller only
 (assert, set_fact, include_vars, debug, meta, include_tasks…) are not counted, nor are
 tasks delegated to localhost. Enabled with ANSIBLE_CALLBACKS_ENABLED=qqrelay_module_count
-and ANSIBLE_CALLBACK_PLUGINS pointing at this folder (``qqrelay.bench_converge`` and the
+and ANSIBLE_CALLBACK_PLUGINS pointing at this folder (``tooling.bench.converge`` and the
 site scenario's verifier do); it prints the count at the end of the run and, when
 QQRELAY_MODULE_COUNT_FILE is set, writes it there as JSON:
 ``{"total": N, "hosts": {host: N}, "tasks": {"host | task": N}}``.

@@ -1,11 +1,11 @@
 """Benchmark of a converge: fresh and re-run time of site.yml, module executions, fleet scale.
 
-``python -m qqrelay.bench_converge`` (``make bench-converge``; not part of ``make test``)
+``python -m tooling.bench.converge`` (``make bench-converge``; not part of ``make test``)
 starts ten Debian relay containers and the fake QQ upstream on a network of their own
 (with the Molecule scenarios' create and prepare playbooks), then runs playbooks/site.yml
 as a user would and prints: the fresh converge of one relay and its re-run (median of
 3 each, on three fresh relays and three re-runs), the module executions of a re-run on
-one relay (counted by qqrelay/callback_plugins/qqrelay_module_count.py), and the re-run
+one relay (counted by tooling/harness/callback_plugins/qqrelay_module_count.py), and the re-run
 of all ten relays (median of 3) with its ratio to one relay. The containers are removed
 afterwards unless ``--keep`` is given. Traffic stays on the benchmark's Docker network.
 """
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from qqrelay.demo import shared
-from qqrelay.testing import module_count_env
+from tooling.harness.testing import module_count_env
+from tooling.setup.demo import shared
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".bench"  # inventory and certificates; removed unless --keep (git-ignored)
 NETWORK = "qqrelay-bench"
 SUBNET = "172.30.210.0/24"
@@ -106,7 +106,7 @@ def figures(runs: list[tuple[float, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qqrelay.bench_converge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tooling.bench.converge", description=__doc__)
     parser.add_argument("--relays", type=int, default=10, help="relays of the fleet (at least 3)")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
     args = parser.parse_args(argv)

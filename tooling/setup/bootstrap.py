@@ -2,15 +2,15 @@
 
 1. Debian packages (Docker Engine, mmdebstrap, venv support, make), installed only when
    missing, with one ``apt-get update`` first.
-2. A Docker daemon that answers (see ``qqrelay.dockerd``).
+2. A Docker daemon that answers (see ``tooling.setup.dockerd``).
 3. The virtual environment ``.venv`` with the pinned requirements and this project;
    reinstalled only when requirements.txt or pyproject.toml changed.
 4. ``promtool`` and ``mtail`` in ``.venv/bin``, taken from Debian's ``prometheus`` and
    ``mtail`` packages without installing them (no daemon starts on this machine), for the
    tests of the alert rules and of the mtail program.
-5. The local test images (see ``qqrelay.images``).
+5. The local test images (see ``tooling.setup.images``).
 
-Run it with the machine's python3: ``python3 -m qqrelay.bootstrap``. Standard library only.
+Run it with the machine's python3: ``python3 -m tooling.setup.bootstrap``. Standard library only.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from qqrelay import dockerd, images
+from tooling.setup import dockerd, images
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 STAMP = VENV / ".qqrelay-requirements.sha256"
 DEBIAN_PACKAGES = ("docker.io", "mmdebstrap", "python3-venv", "make", "iproute2", "procps")
@@ -107,7 +107,7 @@ def ensure_programs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m qqrelay.bootstrap", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python3 -m tooling.setup.bootstrap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distros", default="debian12",
                         help="space-separated test images to ensure (default: debian12)")

@@ -125,7 +125,7 @@ def write_test_pki(out_dir: Path, names: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qqrelay.testca", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tooling.harness.testca", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--name", action="append", required=True,

@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".molecule-logs"
 DISTROS = ("debian11", "debian12", "debian13")
 # default (the plumbing and the installed collection) first: when the plumbing is
@@ -107,7 +107,7 @@ class Runner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qqrelay.scenarios", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tooling.setup.scenarios", description=__doc__)
     parser.add_argument("scenarios", nargs="*", help="default: every scenario")
     parser.add_argument("--distros", default="debian12", help=f"space-separated, of {DISTROS}")
     parser.add_argument("--jobs", type=int, default=2, help="scenarios run side by side")

@@ -134,7 +134,8 @@ def submit(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m qqrelay.sendmail", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python3 -m tooling.harness.sendmail",
+                                     description=__doc__)
     parser.add_argument("--server", help="the SMTP server (not with --local)")
     parser.add_argument("--port", type=int, default=25)
     parser.add_argument("--tls", choices=("none", "starttls", "implicit"), default="none")

@@ -1,0 +1,1 @@
+"""Benchmarks (make bench, make bench-converge): they print figures, they assert nothing."""

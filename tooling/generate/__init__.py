@@ -1,0 +1,1 @@
+"""Files generated from the roles, and the checks that they are current."""

@@ -1,0 +1,1 @@
+"""The test harness: what the Molecule verifiers and the test containers run."""

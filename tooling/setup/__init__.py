@@ -1,0 +1,1 @@
+"""Setting up the machine and running the scenarios and the demo."""
