@@ -161,6 +161,8 @@ def test_the_metrics_show_no_holder_and_two_holders(instances, vip) -> None:
     are promtool-tested (tests/prometheus)."""
     relays = instances["relays"]
     first = relays[0]
+    if not first.package("mtail").is_installed:
+        pytest.skip("relay_metrics refuses Debian 11 (its exporter truncates the log)")
     settled(relays, vip, first)
 
     def series(relay: Any, name: str, **labels: str) -> float | None:
@@ -508,8 +510,9 @@ def test_a_relay_whose_address_leaves_the_inventory_loses_keepalived(instances, 
     assert last not in holders(relays, vip)
     assert not last.file("/etc/systemd/system/qqrelay-ha-status.timer").exists
     assert log_lines(last, f"ha address={vip} gone")
-    wait_until(lambda: mtail_metric(last, f'qqrelay_ha_holds_address{{address="{vip}"}}') is None,
-               30, "the metrics of the address to go")
+    if last.package("mtail").is_installed:  # relay_metrics: Debian 12 and later
+        wait_until(lambda: mtail_metric(last, f'qqrelay_ha_holds_address{{address="{vip}"}}')
+                   is None, 30, "the metrics of the address to go")
 
     # A peer that does not list it (as the others, before their run, do not list a relay
     # inserted first in the inventory): keepalived is not started beside it.
