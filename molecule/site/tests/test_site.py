@@ -62,9 +62,10 @@ def test_a_converged_rerun_only_reads_each_relay(instances, tmp_path) -> None:
         assert re.search(rf"^{name}\s+:.* changed=0 ", output.split("PLAY RECAP")[-1], re.M)
         assert counts["hosts"][name] <= 20, counts
         ran = {task.split(" | ", 1)[1] for task in counts["tasks"] if task.startswith(name + " ")}
-        assert ran == {"Gathering Facts", "postfix_relay : Read the state of the relay",
-                       "firewall : Read the state of the firewall",
-                       "mail_logs : Read the state of the logs"}, ran
+        assert ran == {"Gathering Facts",
+                       "qqrelay.relay.postfix_relay : Read the state of the relay",
+                       "qqrelay.relay.firewall : Read the state of the firewall",
+                       "qqrelay.relay.mail_logs : Read the state of the logs"}, ran
 
 
 # What a converged relay's probe compares, changed by hand: each must be put back by the
