@@ -20,6 +20,7 @@ from tooling.harness.testing import (
 RELAY_IP = addresses(__file__)["ml-relay"]
 RETENTION = 3  # mail_logs_retention_days in molecule.yml, daily: three rotated files
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
+APPLY = Path(__file__).resolve().parent.parent / "apply.yml"  # mail_logs alone
 
 
 def rotated_files(relay) -> list[str]:
@@ -155,3 +156,18 @@ def test_log_file_outside_var_fails_before_any_change(relay) -> None:
     assert "changed=0" in result.stdout
     after = relay.check_output(f"md5sum /etc/postfix/main.cf {MAIL_LOGS_ROTATION}")
     assert after == before
+
+
+def test_a_file_postfix_does_not_write_is_refused_before_any_change(relay) -> None:
+    """main.cf is postfix_relay's: mail_logs alone, given a file Postfix does not log to
+    (no postfix_relay_log_file to match), stops before it creates or rotates anything."""
+    before = relay.check_output(f"md5sum /etc/postfix/main.cf {MAIL_LOGS_ROTATION}")
+    result = run_playbook(APPLY, "relays", {"mail_logs_file": "/var/log/elsewhere.log"})
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert ("Postfix writes its log to '/var/log/postfix.log', not to mail_logs_file "
+            "(/var/log/elsewhere.log): set postfix_relay_log_file") in said, said[-2000:]
+    assert "changed=0" in result.stdout
+    assert not relay.file("/var/log/elsewhere.log").exists
+    assert relay.check_output(f"md5sum /etc/postfix/main.cf {MAIL_LOGS_ROTATION}") == before
+
