@@ -1,0 +1,103 @@
+"""Authenticated submission (postfix_relay_submission_clients): the checks of the clients
+and the tables Postfix reads for them."""
+
+from __future__ import annotations
+
+import re
+
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+SENDER = re.compile(r"([^@\s/]+)?@[^@\s/]+\.[^@\s/]+")  # an address, or a domain as @example.com
+SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")  # of a POSIX extended regular expression
+MIN_SECRET = 20
+MIN_DISTINCT = 10
+VARIABLE = "postfix_relay_submission_clients"
+
+
+def _covered(sender: str, patterns: list[str]) -> bool:
+    """Whether mail from ``sender`` (an address or @domain) leaves as one account."""
+    sender = sender.lower()
+    for pattern in patterns:
+        pattern = pattern.lower()
+        if sender == pattern or (pattern.startswith("@") and not sender.startswith("@")
+                                 and sender.endswith(pattern)):
+            return True
+    return False
+
+
+def invalid_submission_clients(clients: list, sender_accounts: list, account: str,
+                               codes: list | None = None) -> list:
+    """What is wrong with each client, named ``postfix_relay_submission_clients[N]`` (or by
+    its name): a name that is not a login, twice the same name, a missing or weak secret
+    (fewer than 20 characters or 10 different ones, one of the accounts' authorization
+    codes), no senders, a sender that is not an address or @domain, or one that no account
+    covers (an account's own address, or an entry of postfix_relay_sender_accounts'
+    senders), a limit that is not a positive whole number."""
+    bad: list[str] = []
+    codes = [str(code) for code in codes or [] if code]
+    patterns = [str(account)] + [str(sender) for entry in sender_accounts or []
+                                 for sender in [entry.get("account", "")] + list(entry.get("senders") or [])]
+    seen: set[str] = set()
+    for index, client in enumerate(clients or []):
+        client = client if isinstance(client, dict) else {}
+        name = str(client.get("name") or "")
+        label = f"{VARIABLE}[{index}]" + (f" ({name})" if name else "")
+        if not NAME.fullmatch(name):
+            bad.append(f"{label}: name must be a login of lower-case letters, digits, '.', '_' "
+                       "or '-' (at most 64), starting with a letter or digit.")
+        elif name in seen:
+            bad.append(f"{label}: the name {name} is given to two clients.")
+        seen.add(name)
+        secret = client.get("secret")
+        secret = "" if secret is None else str(secret)
+        if not secret:
+            bad.append(f"{label}: secret is missing; give each client a secret of its own "
+                       "(generated, kept in Ansible Vault).")
+        elif (len(secret) < MIN_SECRET or len(set(secret)) < MIN_DISTINCT
+              or re.search(r"\s", secret) or (name and name in secret)):
+            bad.append(f"{label}: secret is weak; use at least {MIN_SECRET} characters with "
+                       f"{MIN_DISTINCT} different ones, no spaces and not the name "
+                       "(e.g. `openssl rand -base64 24`).")
+        elif secret in codes:
+            bad.append(f"{label}: secret is an account's authorization code; a client gets a "
+                       "secret of its own, so that a leak never reveals the code.")
+        senders = client.get("senders")
+        if not isinstance(senders, list) or not senders:
+            bad.append(f"{label}: senders must list the addresses (or @domains) it sends as.")
+            senders = []
+        for sender in senders:
+            sender = str(sender)
+            if not SENDER.fullmatch(sender):
+                bad.append(f"{label}: sender {sender} is not an address or a domain written "
+                           "@example.com.")
+            elif not _covered(sender, patterns):
+                bad.append(f"{label}: no account covers the sender {sender}; add it to the senders "
+                           "of an account in postfix_relay_sender_accounts (its mail then leaves "
+                           "as that account), or give the client senders an account covers.")
+        limit = client.get("hourly_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            bad.append(f"{label}: hourly_limit must be a whole number of recipients an hour, 1 or "
+                       f"more (got {limit!r}).")
+    return bad
+
+
+def submission_senders(clients: list) -> list:
+    """The lines of Postfix's regexp table smtpd_sender_login_maps: each sender (address or
+    @domain, lower case) and the logins that may use it, in the order first given."""
+    owners: dict[str, list[str]] = {}
+    for client in clients or []:
+        for sender in client.get("senders") or []:
+            logins = owners.setdefault(str(sender).lower(), [])
+            if client["name"] not in logins:
+                logins.append(client["name"])
+    lines = []
+    for sender, logins in owners.items():
+        local, _, domain = sender.partition("@")
+        pattern = (SPECIAL.sub(r"\\\1", local) if local else "[^@]+") + "@" + SPECIAL.sub(r"\\\1", domain)
+        lines.append(f"/^{pattern}$/ {','.join(logins)}")
+    return lines
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {"invalid_submission_clients": invalid_submission_clients,
+                "submission_senders": submission_senders}
