@@ -86,6 +86,8 @@ def test_every_counter_counts_its_lines_and_no_other(tmp_path: Path) -> None:
         'qqrelay_ha_state{address="10.0.0.8",state="STOP"}': 0,
         'qqrelay_ha_holds_address{address="10.0.0.8"}': 1,
         'qqrelay_ha_maintenance_since{address="10.0.0.8"}': 0,
+        # fail2ban's log: a ban, not the bans restored at its restart, nor finds or unbans.
+        'qqrelay_bans_total{jail="qqrelay-submission"}': 1,
     }
 
 
