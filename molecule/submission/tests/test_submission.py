@@ -1,0 +1,270 @@
+"""Authenticated submission: clients outside the client networks log in on 587 and 465
+with their own secrets, over TLS with pebble's certificate, as their own senders only,
+at their own rate; guessers are banned; and turning it off takes it all away.
+
+The tests run in file order: the last one turns submission off.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tooling.harness.testing import (addresses, assert_left_as, can_connect, group_vars,
+                                     log_lines, mtail_metric, relay_mail, run_cases,
+                                     run_playbook, send_mail, wait_until)
+
+HERE = Path(__file__).resolve().parent.parent
+SITE = HERE.parent.parent / "playbooks" / "site.yml"
+APPLY = HERE / "apply.yml"
+RELAY = addresses(__file__)["sub-relay"]
+GUESSER = addresses(__file__)["sub-guesser"]
+NAME = group_vars(__file__, "relays")["postfix_relay_hostname"]
+CLIENTS = {c["name"]: c for c in group_vars(__file__, "relays")["postfix_relay_submission_clients"]}
+APP, NOISY = CLIENTS["app1"], CLIENTS["noisy"]
+TEAM = group_vars(__file__, "relays")["postfix_relay_sender_accounts"][0]["account"]
+ACME_CA = group_vars(__file__, "all")["qqrelay_test_acme_ca_file"]
+ACME_NAME = group_vars(__file__, "all")["qqrelay_test_acme_name"]
+ROOT = "/tmp/pebble-root.pem"  # pebble's root of this run, on the clients
+JAIL = "qqrelay-submission"
+# A TLS session with the relay, from a client: whether it works, the protocol, cipher and
+# certificate, and whether AUTH was offered before and after STARTTLS. Arguments: port,
+# starttls|implicit, CA file, highest TLS version (or ""), OpenSSL cipher list (or "").
+PROBE = r"""
+import hashlib, json, smtplib, ssl, sys
+port, mode, cafile, highest, ciphers = sys.argv[1:6]
+context = ssl.create_default_context(cafile=cafile)
+context.minimum_version = ssl.TLSVersion.TLSv1  # what the server accepts is under test
+context.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")
+if highest:
+    context.maximum_version = getattr(ssl.TLSVersion, highest)
+out = {}
+try:
+    if mode == "implicit":
+        session = smtplib.SMTP_SSL(sys.argv[6], int(port), context=context, timeout=20)
+        session.ehlo("probe.test")
+    else:
+        session = smtplib.SMTP(sys.argv[6], int(port), timeout=20)
+        session.ehlo("probe.test")
+        out["auth_before_tls"] = session.has_extn("auth")
+        session.starttls(context=context)
+        session.ehlo("probe.test")
+    out["auth_after_tls"] = session.has_extn("auth")
+    der = session.sock.getpeercert(binary_form=True)
+    out.update(ok=True, version=session.sock.version(), cipher=session.sock.cipher()[0],
+               certificate=hashlib.sha256(der).hexdigest())
+    session.quit()
+except (ssl.SSLError, OSError, smtplib.SMTPException) as error:
+    out.update(ok=False, error=f"{type(error).__name__}: {error}",
+               reason=getattr(error, "reason", None))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def app(instances: dict[str, list[Any]]) -> Any:
+    """The application outside the client networks, with pebble's root of this run."""
+    host = instances["clients_outside"][0]
+    fetch = ("import ssl, urllib.request; "
+             f"c = ssl.create_default_context(cafile={ACME_CA!r}); "
+             f"print(urllib.request.urlopen('https://{ACME_NAME}:15000/roots/0', context=c).read().decode())")
+    root = host.check_output(f"python3 -c {shlex.quote(fetch)}")
+    assert "BEGIN CERTIFICATE" in root
+    host.check_output(f"printf '%s\\n' {shlex.quote(root)} > {ROOT}")
+    return host
+
+
+@pytest.fixture(scope="module")
+def guesser(instances: dict[str, list[Any]]) -> Any:
+    return instances["guessers"][0]
+
+
+def probe(host: Any, port: int, mode: str, highest: str = "", ciphers: str = "",
+          cafile: str = ROOT) -> dict[str, Any]:
+    args = shlex.join([str(port), mode, cafile, highest, ciphers, NAME])
+    return json.loads(host.check_output(f"python3 -c {shlex.quote(PROBE)} {args}"))
+
+
+def submit(host: Any, client: dict[str, Any], port: int = 587, sender: str | None = None,
+           secret: str | None = None, count: int = 1) -> dict[str, Any]:
+    """Hand ``count`` messages to the relay on ``port`` as ``client`` (verified TLS)."""
+    return send_mail(host, server=NAME, port=port, tls="implicit" if port == 465 else "starttls",
+                     cafile=ROOT, login=client["name"], code=secret or client["secret"],
+                     sender=sender or client["senders"][0], to="someone@example.net", count=count)
+
+
+def test_the_certificate_is_pebbles_and_verifies(app: Any) -> None:
+    for port, mode in ((587, "starttls"), (465, "implicit")):
+        session = probe(app, port, mode)
+        assert session["ok"], session  # verified against pebble's root, for the relay's name
+        assert session["version"] in ("TLSv1.2", "TLSv1.3"), session
+    # The system's CAs do not know pebble: the verification is real.
+    assert not probe(app, 465, "implicit", cafile="/etc/ssl/certs/ca-certificates.crt")["ok"]
+
+
+@pytest.mark.parametrize("port", [587, 465])
+def test_a_client_sends_as_its_account(app: Any, normal_upstream: Any, port: int) -> None:
+    sent = submit(app, APP, port)
+    assert sent["accepted"], sent
+    received = normal_upstream.wait_for(sent["token"])
+    assert_left_as(received, TEAM, from_header=TEAM)
+
+
+def test_auth_only_after_starttls(app: Any) -> None:
+    session = probe(app, 587, "starttls")
+    assert session["ok"] and not session["auth_before_tls"] and session["auth_after_tls"], session
+
+
+@pytest.mark.parametrize("port,mode", [(587, "starttls"), (465, "implicit")])
+def test_old_tls_and_keys_without_ecdhe_are_refused(app: Any, port: int, mode: str) -> None:
+    client_side = ("NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE", "NO_CIPHER_MATCH")
+    tls11 = probe(app, port, mode, highest="TLSv1_1")
+    assert not tls11["ok"] and tls11["reason"] not in client_side, tls11
+    for ciphers in ("AES256-GCM-SHA384:AES128-SHA", "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-SHA"):
+        refused = probe(app, port, mode, highest="TLSv1_2", ciphers=ciphers)
+        assert not refused["ok"] and refused["reason"] not in client_side, refused
+    ecdhe = probe(app, port, mode, highest="TLSv1_2", ciphers="ECDHE")
+    assert ecdhe["ok"] and ecdhe["cipher"].startswith("ECDHE-"), ecdhe
+
+
+def test_a_sender_not_given_is_refused(app: Any, upstream: Any) -> None:
+    for sender in (NOISY["senders"][0], "anyone@apps.submission.test"):
+        sent = submit(app, APP, sender=sender)
+        assert not sent["accepted"] and sent["code"] == 553, sent
+        assert "not owned by user app1" in sent["reply"], sent
+        assert upstream.messages(sent["token"]) == []
+
+
+def test_a_client_over_its_limit_is_told_to_retry(app: Any, normal_upstream: Any) -> None:
+    limit = NOISY["hourly_limit"]
+    sent = submit(app, NOISY, count=limit + 1)
+    assert sent["sent"] == limit and sent["code"] == 450, sent  # temporary: the client keeps it
+    assert "hourly limit" in sent["reply"], sent
+    for received in normal_upstream.wait_for_all(sent["tokens"][:limit], 90):
+        assert_left_as(received, TEAM)
+    assert normal_upstream.messages(sent["tokens"][limit]) == []
+    # Another client's limit is its own.
+    assert submit(app, APP)["accepted"]
+
+
+def test_a_guesser_is_banned_and_clients_keep_sending(app: Any, guesser: Any, relay: Any,
+                                                      normal_upstream: Any) -> None:
+    maxretry = group_vars(__file__, "relays")["firewall_bans_maxretry"]
+    refused = submit(guesser, APP, secret="not-the-secret-of-app1-at-all")
+    assert refused["code"] == 535, refused
+    for _ in range(maxretry):  # smtplib tries PLAIN, then LOGIN: two failures a session
+        if not can_connect(guesser, RELAY, 587):
+            break
+        submit(guesser, APP, secret="not-the-secret-of-app1-at-all")
+    try:
+        wait_until(lambda: not can_connect(guesser, RELAY, 587), 30, "the guesser's ban")
+        assert not can_connect(guesser, RELAY, 465) and not can_connect(guesser, RELAY, 25)
+        sent = submit(app, APP)
+        assert sent["accepted"], sent
+        assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
+        banned = relay.check_output(f"fail2ban-client status {JAIL}")
+        assert GUESSER in banned and addresses(__file__)["sub-app"] not in banned
+        wait_until(lambda: (mtail_metric(relay, f'qqrelay_bans_total{{jail="{JAIL}"}}') or 0) >= 1,
+                   30, "the ban in the metrics")
+    finally:
+        relay.run(f"fail2ban-client set {JAIL} unbanip {GUESSER}")
+    wait_until(lambda: can_connect(guesser, RELAY, 587), 30, "the guesser's unban")
+
+
+def test_a_renewed_certificate_is_served_and_no_mail_is_lost(app: Any, relay: Any,
+                                                             normal_upstream: Any) -> None:
+    before = probe(app, 465, "implicit")
+    results: list[dict[str, Any]] = []
+
+    def stream() -> None:  # one message a session, through the renewal
+        for n in range(8):
+            results.append(submit(app, APP, port=(587, 465)[n % 2]))
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    renewal = relay.run(f"REQUESTS_CA_BUNDLE={ACME_CA} certbot renew --force-renewal "
+                        "--cert-name qqrelay-submission --non-interactive")
+    sender.join(timeout=300)
+    assert renewal.rc == 0, renewal.stdout + renewal.stderr
+    assert len(results) == 8 and all(r["accepted"] for r in results), results
+    for received in normal_upstream.wait_for_all([r["token"] for r in results], 120):
+        assert_left_as(received, TEAM)
+    after = wait_until(lambda: (s := probe(app, 465, "implicit"))["ok"]
+                       and s["certificate"] != before["certificate"] and s, 30, "the new certificate")
+    assert after["ok"]
+    assert probe(app, 587, "starttls")["certificate"] == after["certificate"]
+
+
+def test_secrets_are_hashed_and_never_logged(relay: Any) -> None:
+    passwd = relay.file("/etc/dovecot/qqrelay-clients")
+    assert passwd.mode == 0o640 and passwd.user == "root" and passwd.group == "dovecot"
+    text = passwd.content_string
+    for client in CLIENTS.values():
+        assert f"{client['name']}:{{SHA512-CRYPT}}$6$" in text
+        assert client["secret"] not in text
+        assert log_lines(relay, client["secret"]) == []
+        assert relay.run(f"grep -rF -- {shlex.quote(client['secret'])} /etc /var/log /var/lib").rc == 1
+
+
+def test_check_mode_changes_nothing() -> None:
+    result = run_playbook(SITE, "relays", {}, options=("--check", "--diff"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
+
+
+BAD_INPUTS = [
+    ({"postfix_relay_submission_clients": [{"name": "app9", "senders": ["app9@apps.submission.test"]}]},
+     "secret"),
+    ({"postfix_relay_submission_clients": [{"name": "app9", "secret": "short-1", "senders": ["app9@apps.submission.test"]}]},
+     "postfix_relay_submission_clients[0] (app9): secret is weak"),
+    ({"postfix_relay_submission_clients": [{"name": "app9", "secret": "hvbwkqzmtrplxncdXYZ12",
+                                            "senders": ["app9@elsewhere.test"]}]},
+     "no account covers the sender app9@elsewhere.test"),
+    ({"postfix_relay_submission_clients": [{"name": "app9", "secret": "qzxkvwplmrtnbjhd",
+                                            "senders": ["app9@apps.submission.test"]}]},
+     "secret is weak"),
+    ({"postfix_relay_client_networks": ["0.0.0.0/0"]}, "postfix_relay_client_networks has networks that cover"),
+    ({"postfix_relay_submission_ports": [25]}, "postfix_relay_submission_ports must list 587"),
+    ({"firewall_submission_sources": ["0.0.0.0/0"]}, "say `anywhere`"),
+    ({"firewall_submission_sources": []}, "would be open to nobody"),
+]
+
+
+def test_bad_input_is_refused_before_any_change(relay: Any) -> None:
+    before = relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/master.cf")
+    results = run_cases(APPLY, "relays", "sub-relay", [case for case, _ in BAD_INPUTS],
+                        options=("--check",))
+    for (case, expected), result in zip(BAD_INPUTS, results):
+        assert result.failed and result.changed == 0, (case, result)
+        assert expected in " ".join(result.messages.split()), (case, result.messages)
+    assert relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/master.cf") == before
+
+
+def test_turned_off_everything_it_added_goes(app: Any, relay: Any, instances: dict[str, list[Any]],
+                                             normal_upstream: Any) -> None:
+    main_cf = relay.file("/etc/postfix/main.cf").content_string
+    off = {"relays": {"postfix_relay_submission_clients": []}}
+    for _ in range(2):  # the second run finds nothing left to take away
+        result = run_playbook(SITE, "relays", {}, group_vars=off)
+        assert result.returncode == 0, result.stdout[-3000:]
+    assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
+    for port in (587, 465, 80):
+        assert not can_connect(app, RELAY, port)
+        assert not relay.socket(f"tcp://0.0.0.0:{port}").is_listening
+    for package in ("dovecot-core", "policyd-rate-limit", "certbot", "fail2ban"):
+        assert not relay.package(package).is_installed, package
+    for path in ("/etc/dovecot", "/etc/letsencrypt", "/etc/qqrelay/submission.json",
+                 "/etc/qqrelay/acme-request.json", "/etc/postfix/submission_senders",
+                 "/etc/fail2ban", "/etc/qqrelay/bans.json", "/etc/policyd-rate-limit.yaml",
+                 "/etc/systemd/system/certbot.service.d"):
+        assert not relay.file(path).exists, path
+    assert "submission" not in relay.file("/etc/postfix/master.cf").content_string
+    assert relay.file("/etc/postfix/main.cf").content_string == main_cf
+    # The relay itself is as it was: its LAN clients' mail leaves as before.
+    sent = relay_mail(instances["clients_allowed"][0], RELAY)
+    normal_upstream.wait_for(sent["token"])
