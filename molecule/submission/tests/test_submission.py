@@ -66,10 +66,8 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def app(instances: dict[str, list[Any]]) -> Any:
-    """The application outside the client networks, with pebble's root of this run."""
-    host = instances["clients_outside"][0]
+def trusting_pebble(host: Any) -> Any:
+    """``host``, with pebble's root of this run in ROOT (pebble makes one at each start)."""
     fetch = ("import ssl, urllib.request; "
              f"c = ssl.create_default_context(cafile={ACME_CA!r}); "
              f"print(urllib.request.urlopen('https://{ACME_NAME}:15000/roots/0', context=c).read().decode())")
@@ -80,8 +78,15 @@ def app(instances: dict[str, list[Any]]) -> Any:
 
 
 @pytest.fixture(scope="module")
+def app(instances: dict[str, list[Any]]) -> Any:
+    """The application outside the client networks."""
+    return trusting_pebble(instances["clients_outside"][0])
+
+
+@pytest.fixture(scope="module")
 def guesser(instances: dict[str, list[Any]]) -> Any:
-    return instances["guessers"][0]
+    """Another host outside them, which guesses app1's secret."""
+    return trusting_pebble(instances["guessers"][0])
 
 
 def probe(host: Any, port: int, mode: str, highest: str = "", ciphers: str = "",
