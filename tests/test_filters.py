@@ -477,3 +477,56 @@ def test_a_new_relay_waits_for_the_running_peers_to_list_it() -> None:
               {"item": {"host": "r5"}, "unreachable": True, "msg": "down"}]
     assert ha.ha_unlisting_peers(probes, config, "10.0.0.3") == ["r1", "r2"]
     assert ha.ha_unlisting_peers(probes, config, "10.0.0.30") == ["r2"]
+
+
+SUBMISSION_ACCOUNTS = [{"account": "team@qq.com",
+                        "senders": ["@apps.example.com", "ops@example.com"]}]
+
+
+@pytest.mark.parametrize(("client", "expected"), [
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["a@apps.example.com"]},
+     None),
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["relay@qq.com"]}, None),
+    ({"name": "App 1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["ops@example.com"]},
+     "name must be a login"),
+    ({"name": "app1", "senders": ["ops@example.com"]}, "secret is missing"),
+    ({"name": "app1", "secret": "aaaaaaaaaaaaaaaaaaaaaaaa", "senders": ["ops@example.com"]},
+     "secret is weak"),
+    ({"name": "app1", "secret": "xxapp1Vq3xL9pT7mZr2KcW8", "senders": ["ops@example.com"]},
+     "secret is weak"),
+    ({"name": "app1", "secret": "Qz8vLm3TxK9wPr2NcY7hB5d", "senders": ["ops@example.com"]},
+     "authorization code"),
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["x@example.com"]},
+     "no account covers the sender x@example.com"),
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["@example.com"]},
+     "no account covers the sender @example.com"),
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": []}, "senders must list"),
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["ops@example.com"],
+      "hourly_limit": 0}, "hourly_limit must be"),
+])
+def test_submission_clients_are_checked(client: dict, expected: str | None) -> None:
+    check = filter_plugin("submission").invalid_submission_clients
+    found = check([client], SUBMISSION_ACCOUNTS, "relay@qq.com", ["Qz8vLm3TxK9wPr2NcY7hB5d"])
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1, found
+        assert found[0].startswith("postfix_relay_submission_clients[0]"), found
+        assert expected in found[0], found
+        assert client.get("secret", "") == "" or client["secret"] not in found[0]
+
+
+def test_two_clients_with_one_name_are_refused() -> None:
+    check = filter_plugin("submission").invalid_submission_clients
+    client = {"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["ops@example.com"]}
+    found = check([client, client], SUBMISSION_ACCOUNTS, "relay@qq.com")
+    assert found == ["postfix_relay_submission_clients[1] (app1): the name app1 is given to two "
+                     "clients."]
+
+
+def test_the_senders_table_names_each_senders_logins() -> None:
+    table = filter_plugin("submission").submission_senders([
+        {"name": "app1", "senders": ["Ops+1@Example.com", "@apps.example.com"]},
+        {"name": "app2", "senders": ["@apps.example.com"]}])
+    assert table == [r"/^ops\+1@example\.com$/ app1",
+                     r"/^[^@]+@apps\.example\.com$/ app1,app2"]

@@ -34,8 +34,9 @@ def invalid_submission_clients(clients: list, sender_accounts: list, account: st
     senders), a limit that is not a positive whole number."""
     bad: list[str] = []
     codes = [str(code) for code in codes or [] if code]
-    patterns = [str(account)] + [str(sender) for entry in sender_accounts or []
-                                 for sender in [entry.get("account", "")] + list(entry.get("senders") or [])]
+    patterns = [str(account)]
+    for entry in sender_accounts or []:
+        patterns += [str(entry.get("account", "")), *map(str, entry.get("senders") or [])]
     seen: set[str] = set()
     for index, client in enumerate(clients or []):
         client = client if isinstance(client, dict) else {}
@@ -74,7 +75,8 @@ def invalid_submission_clients(clients: list, sender_accounts: list, account: st
                            "of an account in postfix_relay_sender_accounts (its mail then leaves "
                            "as that account), or give the client senders an account covers.")
         limit = client.get("hourly_limit")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
             bad.append(f"{label}: hourly_limit must be a whole number of recipients an hour, 1 or "
                        f"more (got {limit!r}).")
     return bad
@@ -92,7 +94,8 @@ def submission_senders(clients: list) -> list:
     lines = []
     for sender, logins in owners.items():
         local, _, domain = sender.partition("@")
-        pattern = (SPECIAL.sub(r"\\\1", local) if local else "[^@]+") + "@" + SPECIAL.sub(r"\\\1", domain)
+        escaped = SPECIAL.sub(r"\\\1", local) if local else "[^@]+"
+        pattern = escaped + "@" + SPECIAL.sub(r"\\\1", domain)
         lines.append(f"/^{pattern}$/ {','.join(logins)}")
     return lines
 

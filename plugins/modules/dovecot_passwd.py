@@ -97,7 +97,10 @@ def main() -> None:
         rehashed.append(name)
     content = "".join(f"{line}\n" for line in lines)
     gid = grp.getgrnam(module.params["group"]).gr_gid
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+    old = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            old = handle.read()
     stat = os.stat(path) if old is not None else None
     changed = (old != content or stat.st_uid != 0 or stat.st_gid != gid
                or (stat.st_mode & 0o7777) != 0o640)

@@ -15,9 +15,19 @@ from typing import Any
 
 import pytest
 
-from tooling.harness.testing import (addresses, assert_left_as, can_connect, group_vars,
-                                     log_lines, mtail_metric, relay_mail, run_cases,
-                                     run_playbook, send_mail, wait_until)
+from tooling.harness.testing import (
+    addresses,
+    assert_left_as,
+    can_connect,
+    group_vars,
+    log_lines,
+    mtail_metric,
+    relay_mail,
+    run_cases,
+    run_playbook,
+    send_mail,
+    wait_until,
+)
 
 HERE = Path(__file__).resolve().parent.parent
 SITE = HERE.parent.parent / "playbooks" / "site.yml"
@@ -70,7 +80,8 @@ def trusting_pebble(host: Any) -> Any:
     """``host``, with pebble's root of this run in ROOT (pebble makes one at each start)."""
     fetch = ("import ssl, urllib.request; "
              f"c = ssl.create_default_context(cafile={ACME_CA!r}); "
-             f"print(urllib.request.urlopen('https://{ACME_NAME}:15000/roots/0', context=c).read().decode())")
+             f"print(urllib.request.urlopen('https://{ACME_NAME}:15000/roots/0', context=c)"
+             ".read().decode())")
     root = host.check_output(f"python3 -c {shlex.quote(fetch)}")
     assert "BEGIN CERTIFICATE" in root
     host.check_output(f"printf '%s\\n' {shlex.quote(root)} > {ROOT}")
@@ -122,25 +133,31 @@ def test_a_client_sends_as_its_account(app: Any, normal_upstream: Any, port: int
 
 def test_auth_only_after_starttls(app: Any) -> None:
     session = probe(app, 587, "starttls")
-    assert session["ok"] and not session["auth_before_tls"] and session["auth_after_tls"], session
+    assert session["ok"], session
+    assert not session["auth_before_tls"], session
+    assert session["auth_after_tls"], session
 
 
-@pytest.mark.parametrize("port,mode", [(587, "starttls"), (465, "implicit")])
+@pytest.mark.parametrize(("port", "mode"), [(587, "starttls"), (465, "implicit")])
 def test_old_tls_and_keys_without_ecdhe_are_refused(app: Any, port: int, mode: str) -> None:
     client_side = ("NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE", "NO_CIPHER_MATCH")
     tls11 = probe(app, port, mode, highest="TLSv1_1")
-    assert not tls11["ok"] and tls11["reason"] not in client_side, tls11
+    assert not tls11["ok"], tls11
+    assert tls11["reason"] not in client_side, tls11
     for ciphers in ("AES256-GCM-SHA384:AES128-SHA", "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-SHA"):
         refused = probe(app, port, mode, highest="TLSv1_2", ciphers=ciphers)
-        assert not refused["ok"] and refused["reason"] not in client_side, refused
+        assert not refused["ok"], refused
+        assert refused["reason"] not in client_side, refused
     ecdhe = probe(app, port, mode, highest="TLSv1_2", ciphers="ECDHE")
-    assert ecdhe["ok"] and ecdhe["cipher"].startswith("ECDHE-"), ecdhe
+    assert ecdhe["ok"], ecdhe
+    assert ecdhe["cipher"].startswith("ECDHE-"), ecdhe
 
 
 def test_a_sender_not_given_is_refused(app: Any, upstream: Any) -> None:
     for sender in (NOISY["senders"][0], "anyone@apps.submission.test"):
         sent = submit(app, APP, sender=sender)
-        assert not sent["accepted"] and sent["code"] == 553, sent
+        assert not sent["accepted"], sent
+        assert sent["code"] == 553, sent
         assert "not owned by user app1" in sent["reply"], sent
         assert upstream.messages(sent["token"]) == []
 
@@ -148,7 +165,8 @@ def test_a_sender_not_given_is_refused(app: Any, upstream: Any) -> None:
 def test_a_client_over_its_limit_is_told_to_retry(app: Any, normal_upstream: Any) -> None:
     limit = NOISY["hourly_limit"]
     sent = submit(app, NOISY, count=limit + 1)
-    assert sent["sent"] == limit and sent["code"] == 450, sent  # temporary: the client keeps it
+    assert sent["sent"] == limit, sent
+    assert sent["code"] == 450, sent  # temporary: the client keeps the message
     assert "hourly limit" in sent["reply"], sent
     for received in normal_upstream.wait_for_all(sent["tokens"][:limit], 90):
         assert_left_as(received, TEAM)
@@ -168,14 +186,16 @@ def test_a_guesser_is_banned_and_clients_keep_sending(app: Any, guesser: Any, re
         submit(guesser, APP, secret="not-the-secret-of-app1-at-all")
     try:
         wait_until(lambda: not can_connect(guesser, RELAY, 587), 30, "the guesser's ban")
-        assert not can_connect(guesser, RELAY, 465) and not can_connect(guesser, RELAY, 25)
+        assert not can_connect(guesser, RELAY, 465)
+        assert not can_connect(guesser, RELAY, 25)
         sent = submit(app, APP)
         assert sent["accepted"], sent
         assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
         banned = relay.check_output(f"fail2ban-client status {JAIL}")
-        assert GUESSER in banned and addresses(__file__)["sub-app"] not in banned
-        wait_until(lambda: (mtail_metric(relay, f'qqrelay_bans_total{{jail="{JAIL}"}}') or 0) >= 1,
-                   30, "the ban in the metrics")
+        assert GUESSER in banned
+        assert addresses(__file__)["sub-app"] not in banned
+        series = f'qqrelay_bans_total{{jail="{JAIL}"}}'
+        wait_until(lambda: (mtail_metric(relay, series) or 0) >= 1, 30, "the ban in the metrics")
     finally:
         relay.run(f"fail2ban-client set {JAIL} unbanip {GUESSER}")
     wait_until(lambda: can_connect(guesser, RELAY, 587), 30, "the guesser's unban")
@@ -196,24 +216,29 @@ def test_a_renewed_certificate_is_served_and_no_mail_is_lost(app: Any, relay: An
                         "--cert-name qqrelay-submission --non-interactive")
     sender.join(timeout=300)
     assert renewal.rc == 0, renewal.stdout + renewal.stderr
-    assert len(results) == 8 and all(r["accepted"] for r in results), results
+    assert len(results) == 8, results
+    assert all(r["accepted"] for r in results), results
     for received in normal_upstream.wait_for_all([r["token"] for r in results], 120):
         assert_left_as(received, TEAM)
-    after = wait_until(lambda: (s := probe(app, 465, "implicit"))["ok"]
-                       and s["certificate"] != before["certificate"] and s, 30, "the new certificate")
-    assert after["ok"]
+    def renewed() -> dict[str, Any] | None:
+        session = probe(app, 465, "implicit")
+        new = session["ok"] and session["certificate"] != before["certificate"]
+        return session if new else None
+
+    after = wait_until(renewed, 30, "the new certificate")
     assert probe(app, 587, "starttls")["certificate"] == after["certificate"]
 
 
 def test_secrets_are_hashed_and_never_logged(relay: Any) -> None:
     passwd = relay.file("/etc/dovecot/qqrelay-clients")
-    assert passwd.mode == 0o640 and passwd.user == "root" and passwd.group == "dovecot"
+    assert (passwd.mode, passwd.user, passwd.group) == (0o640, "root", "dovecot")
     text = passwd.content_string
     for client in CLIENTS.values():
         assert f"{client['name']}:{{SHA512-CRYPT}}$6$" in text
         assert client["secret"] not in text
         assert log_lines(relay, client["secret"]) == []
-        assert relay.run(f"grep -rF -- {shlex.quote(client['secret'])} /etc /var/log /var/lib").rc == 1
+        found = relay.run(f"grep -rF -- {shlex.quote(client['secret'])} /etc /var/log /var/lib")
+        assert found.rc == 1, found.stdout
 
 
 def test_check_mode_changes_nothing() -> None:
@@ -222,18 +247,19 @@ def test_check_mode_changes_nothing() -> None:
     assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
 
 
+CLIENTS_VAR = "postfix_relay_submission_clients"
+SENDER = "app9@apps.submission.test"
 BAD_INPUTS = [
-    ({"postfix_relay_submission_clients": [{"name": "app9", "senders": ["app9@apps.submission.test"]}]},
-     "secret"),
-    ({"postfix_relay_submission_clients": [{"name": "app9", "secret": "short-1", "senders": ["app9@apps.submission.test"]}]},
-     "postfix_relay_submission_clients[0] (app9): secret is weak"),
-    ({"postfix_relay_submission_clients": [{"name": "app9", "secret": "hvbwkqzmtrplxncdXYZ12",
-                                            "senders": ["app9@elsewhere.test"]}]},
+    ({CLIENTS_VAR: [{"name": "app9", "senders": [SENDER]}]}, "secret"),
+    ({CLIENTS_VAR: [{"name": "app9", "secret": "short-1", "senders": [SENDER]}]},
+     f"{CLIENTS_VAR}[0] (app9): secret is weak"),
+    ({CLIENTS_VAR: [{"name": "app9", "secret": "hvbwkqzmtrplxncdXYZ12",
+                     "senders": ["app9@elsewhere.test"]}]},
      "no account covers the sender app9@elsewhere.test"),
-    ({"postfix_relay_submission_clients": [{"name": "app9", "secret": "qzxkvwplmrtnbjhd",
-                                            "senders": ["app9@apps.submission.test"]}]},
+    ({CLIENTS_VAR: [{"name": "app9", "secret": "qzxkvwplmrtnbjhd", "senders": [SENDER]}]},
      "secret is weak"),
-    ({"postfix_relay_client_networks": ["0.0.0.0/0"]}, "postfix_relay_client_networks has networks that cover"),
+    ({"postfix_relay_client_networks": ["0.0.0.0/0"]},
+     "postfix_relay_client_networks has networks that cover"),
     ({"postfix_relay_submission_ports": [25]}, "postfix_relay_submission_ports must list 587"),
     ({"firewall_submission_sources": ["0.0.0.0/0"]}, "say `anywhere`"),
     ({"firewall_submission_sources": []}, "would be open to nobody"),
@@ -244,13 +270,14 @@ def test_bad_input_is_refused_before_any_change(relay: Any) -> None:
     before = relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/master.cf")
     results = run_cases(APPLY, "relays", "sub-relay", [case for case, _ in BAD_INPUTS],
                         options=("--check",))
-    for (case, expected), result in zip(BAD_INPUTS, results):
-        assert result.failed and result.changed == 0, (case, result)
+    for (case, expected), result in zip(BAD_INPUTS, results, strict=True):
+        assert result.failed, (case, result)
+        assert result.changed == 0, (case, result)
         assert expected in " ".join(result.messages.split()), (case, result.messages)
     assert relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/master.cf") == before
 
 
-def test_turned_off_everything_it_added_goes(app: Any, relay: Any, instances: dict[str, list[Any]],
+def test_turned_off_everything_it_added_goes(app: Any, relay: Any, client: Any,
                                              normal_upstream: Any) -> None:
     main_cf = relay.file("/etc/postfix/main.cf").content_string
     off = {"relays": {"postfix_relay_submission_clients": []}}
@@ -271,5 +298,5 @@ def test_turned_off_everything_it_added_goes(app: Any, relay: Any, instances: di
     assert "submission" not in relay.file("/etc/postfix/master.cf").content_string
     assert relay.file("/etc/postfix/main.cf").content_string == main_cf
     # The relay itself is as it was: its LAN clients' mail leaves as before.
-    sent = relay_mail(instances["clients_allowed"][0], RELAY)
+    sent = relay_mail(client, RELAY)
     normal_upstream.wait_for(sent["token"])
