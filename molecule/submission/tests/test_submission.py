@@ -194,8 +194,10 @@ def test_a_guesser_is_banned_and_clients_keep_sending(app: Any, guesser: Any, re
         banned = relay.check_output(f"fail2ban-client status {JAIL}")
         assert GUESSER in banned
         assert addresses(__file__)["sub-app"] not in banned
-        series = f'qqrelay_bans_total{{jail="{JAIL}"}}'
-        wait_until(lambda: (mtail_metric(relay, series) or 0) >= 1, 30, "the ban in the metrics")
+        if relay.package("mtail").is_installed:  # relay_metrics: not on Debian 11
+            series = f'qqrelay_bans_total{{jail="{JAIL}"}}'
+            wait_until(lambda: (mtail_metric(relay, series) or 0) >= 1, 30,
+                       "the ban in the metrics")
     finally:
         relay.run(f"fail2ban-client set {JAIL} unbanip {GUESSER}")
     wait_until(lambda: can_connect(guesser, RELAY, 587), 30, "the guesser's unban")
