@@ -69,6 +69,21 @@ def _read(path: str) -> dict:
     return hashes
 
 
+def plan(current: dict, clients: list, verifies, hashes) -> tuple[list, list]:
+    """The file's lines, in the clients' order, and the logins hashed anew: a login keeps
+    its hash when ``verifies(hash, secret)``, else gets ``hashes(name, secret)``."""
+    lines, rehashed = [], []
+    for client in clients:
+        name, secret = str(client["name"]), str(client["secret"])
+        known = current.get(name)
+        if known and verifies(known, secret):
+            lines.append(f"{name}:{known}")
+            continue
+        lines.append(f"{name}:{hashes(name, secret)}")
+        rehashed.append(name)
+    return lines, rehashed
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -80,21 +95,18 @@ def main() -> None:
         supports_check_mode=True,
     )
     path, scheme = module.params["path"], module.params["scheme"]
-    current = _read(path)
-    lines, rehashed = [], []
-    for client in module.params["clients"]:
-        name, secret = str(client["name"]), str(client["secret"])
-        known = current.get(name)
-        if known:
-            rc, _, _ = module.run_command([DOVEADM, "pw", "-t", known], data=secret)
-            if rc == 0:
-                lines.append(f"{name}:{known}")
-                continue
-        rc, out, err = module.run_command([DOVEADM, "pw", "-s", scheme], data=f"{secret}\n{secret}")
+
+    def verifies(known: str, secret: str) -> bool:
+        return module.run_command([DOVEADM, "pw", "-t", known], data=secret)[0] == 0
+
+    def hashes(name: str, secret: str) -> str:
+        rc, out, err = module.run_command([DOVEADM, "pw", "-s", scheme],
+                                          data=f"{secret}\n{secret}")
         if rc != 0 or not out.strip().startswith("{"):
             module.fail_json(msg=f"doveadm pw could not hash the secret of {name}: {err.strip()}")
-        lines.append(f"{name}:{out.strip()}")
-        rehashed.append(name)
+        return out.strip()
+
+    lines, rehashed = plan(_read(path), module.params["clients"], verifies, hashes)
     content = "".join(f"{line}\n" for line in lines)
     gid = grp.getgrnam(module.params["group"]).gr_gid
     old = None
