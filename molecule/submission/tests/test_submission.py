@@ -251,6 +251,8 @@ def test_check_mode_changes_nothing() -> None:
 
 CLIENTS_VAR = "postfix_relay_submission_clients"
 SENDER = "app9@apps.submission.test"
+CLIENTS_VAR = "postfix_relay_submission_clients"
+SENDER = "app9@apps.submission.test"
 def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> None:
     """The same relay switched to dns-01 through certbot's dns-rfc2136 plugin and the
     fake's BIND: a new certificate, kept for renewals, without port 80."""
