@@ -251,35 +251,6 @@ def test_check_mode_changes_nothing() -> None:
 
 CLIENTS_VAR = "postfix_relay_submission_clients"
 SENDER = "app9@apps.submission.test"
-CLIENTS_VAR = "postfix_relay_submission_clients"
-SENDER = "app9@apps.submission.test"
-def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> None:
-    """The same relay switched to dns-01 through certbot's dns-rfc2136 plugin and the
-    fake's BIND: a new certificate, kept for renewals, without port 80."""
-    before = probe(app, 465, "implicit")
-    settings = group_vars(__file__, "all")
-    credentials = {"server": addresses(__file__)["sub-upstream"], "port": 53,
-                   "name": "qqrelay-acme", "secret": settings["qqrelay_test_dns_key"],
-                   "algorithm": "HMAC-SHA256"}
-    dns = {"postfix_relay_acme_challenge": "dns-01",
-           "postfix_relay_acme_dns_plugin": "dns-rfc2136",
-           "postfix_relay_acme_dns_propagation_seconds": 2,
-           "postfix_relay_acme_dns_credentials": "\n".join(
-               f"dns_rfc2136_{key} = {value}" for key, value in credentials.items())}
-    result = run_playbook(SITE, "relays", dns)
-    assert result.returncode == 0, result.stdout[-3000:]
-    renewal = relay.file("/etc/letsencrypt/renewal/qqrelay-submission.conf").content_string
-    assert "authenticator = dns-rfc2136" in renewal
-    assert "80/tcp" not in relay.check_output("ufw status")
-    after = probe(app, 465, "implicit")
-    assert after["ok"], after
-    assert after["certificate"] != before["certificate"]
-    sent = submit(app, APP)
-    assert sent["accepted"], sent
-    assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
-    assert credentials["secret"] not in result.stdout
-
-
 BAD_INPUTS = [
     ({CLIENTS_VAR: [{"name": "app9", "senders": [SENDER]}]}, "secret"),
     ({CLIENTS_VAR: [{"name": "app9", "secret": "short-1", "senders": [SENDER]}]},
@@ -306,6 +277,33 @@ def test_bad_input_is_refused_before_any_change(relay: Any) -> None:
         assert result.changed == 0, (case, result)
         assert expected in " ".join(result.messages.split()), (case, result.messages)
     assert relay.check_output("md5sum /etc/postfix/main.cf /etc/postfix/master.cf") == before
+
+
+def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> None:
+    """The same relay switched to dns-01 through certbot's dns-rfc2136 plugin and the
+    fake's BIND: a new certificate, kept for renewals, without port 80."""
+    before = probe(app, 465, "implicit")
+    settings = group_vars(__file__, "all")
+    credentials = {"server": addresses(__file__)["sub-upstream"], "port": 53,
+                   "name": "qqrelay-acme", "secret": settings["qqrelay_test_dns_key"],
+                   "algorithm": "HMAC-SHA256"}
+    dns = {"postfix_relay_acme_challenge": "dns-01",
+           "postfix_relay_acme_dns_plugin": "dns-rfc2136",
+           "postfix_relay_acme_dns_propagation_seconds": 2,
+           "postfix_relay_acme_dns_credentials": "\n".join(
+               f"dns_rfc2136_{key} = {value}" for key, value in credentials.items())}
+    result = run_playbook(SITE, "relays", dns)
+    assert result.returncode == 0, result.stdout[-3000:]
+    renewal = relay.file("/etc/letsencrypt/renewal/qqrelay-submission.conf").content_string
+    assert "authenticator = dns-rfc2136" in renewal
+    assert "80/tcp" not in relay.check_output("ufw status")
+    after = probe(app, 465, "implicit")
+    assert after["ok"], after
+    assert after["certificate"] != before["certificate"]
+    sent = submit(app, APP)
+    assert sent["accepted"], sent
+    assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
+    assert credentials["secret"] not in result.stdout
 
 
 def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, client: Any,
