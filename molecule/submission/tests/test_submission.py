@@ -307,7 +307,7 @@ def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> 
 
 
 def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, client: Any,
-                                             normal_upstream: Any) -> None:
+                                                          normal_upstream: Any) -> None:
     main_cf = relay.file("/etc/postfix/main.cf").content_string
     # As an extra variable: the scenario's group_vars files outrank another inventory's.
     off = {"postfix_relay_submission_clients": []}
@@ -315,9 +315,10 @@ def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, 
         result = run_playbook(SITE, "relays", off)
         assert result.returncode == 0, result.stdout[-3000:]
     assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
-    for port in (587, 465, 80):
+    for port in (587, 465):
         assert not can_connect(app, RELAY, port)
         assert not relay.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert "80/tcp" not in relay.check_output("ufw status")  # ACME's port closed again
     for package in ("dovecot-core", "policyd-rate-limit", "certbot", "fail2ban"):
         assert not relay.package(package).is_installed, package
     for path in ("/etc/dovecot", "/etc/letsencrypt", "/etc/qqrelay/submission.json",
