@@ -109,8 +109,8 @@ def ensure_programs() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tooling.setup.bootstrap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--distros", default="debian12",
-                        help="space-separated test images to ensure (default: debian12)")
+    parser.add_argument("--distros", default="debian13",
+                        help="space-separated test images to ensure (default: debian13)")
     parser.add_argument("--no-images", action="store_true", help="skip the test images")
     args = parser.parse_args(argv)
 

@@ -47,7 +47,7 @@ def discover() -> list[str]:
 
 def run(scenario: str, distro: str) -> tuple[bool, float]:
     """``molecule test`` of one scenario on one distro; whether it passed and its time."""
-    env = {**os.environ, "MOLECULE_DISTRO": "debian12" if distro == ALL else distro,
+    env = {**os.environ, "MOLECULE_DISTRO": "debian13" if distro == ALL else distro,
            "ANSIBLE_FORCE_COLOR": "0",
            "PY_COLORS": "0", "NO_COLOR": "1"}
     LOGS.mkdir(exist_ok=True)
@@ -110,7 +110,7 @@ class Runner:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tooling.setup.scenarios", description=__doc__)
     parser.add_argument("scenarios", nargs="*", help="default: every scenario")
-    parser.add_argument("--distros", default="debian12", help=f"space-separated, of {DISTROS}")
+    parser.add_argument("--distros", default="debian13", help=f"space-separated, of {DISTROS}")
     parser.add_argument("--jobs", type=int, default=2, help="scenarios run side by side")
     args = parser.parse_args(argv)
     distros = args.distros.split()

@@ -67,12 +67,63 @@ def state(relay: Any) -> str:
     return relay.run(f"cat {STATE_FILE}").stdout.strip()
 
 
-def settled(relays: list[Any], vip: str, first: Any) -> None:
-    """Every relay healthy again and, as preemption wants, ``first`` holding the address."""
-    wait_until(lambda: all(state(r).split()[:1] in (["MASTER"], ["BACKUP"]) for r in relays),
-               60, "every relay healthy")
-    wait_until(lambda: holders(relays, vip) == [first], 30 + PREEMPT_DELAY,
-               f"{first.backend.name} to hold {vip}", every=0.5)
+def report(relays: list[Any], vip: str, since: float | None) -> str:
+    """What each relay says of the address: whether it holds it, keepalived's state and
+    since when (its notify script's record), and keepalived's log lines since ``since``
+    (the end of the previous test; the whole boot before the first test)."""
+    lines = []
+    window = f"--since @{since:.0f}" if since else "-b"
+    for relay in relays:
+        recorded = state(relay).split()
+        took = (time.strftime("%H:%M:%S", time.gmtime(float(recorded[1]))) + " UTC"
+                if len(recorded) == 2 else "unknown")
+        held = "holds" if holders([relay], vip) else "does not hold"
+        lines.append(f"{relay.backend.name} {held} {vip}; state "
+                     f"{recorded[0] if recorded else 'none'} since {took}; keepalived said:")
+        journal = relay.run(f"journalctl -u keepalived {window} -o short-iso --no-pager "
+                            "| tail -n 15").stdout.rstrip()
+        lines += [f"    {line}" for line in journal.splitlines()] or ["    (nothing)"]
+    return "\n".join(lines)
+
+
+def settled(relays: list[Any], vip: str, first: Any, since: float | None = None) -> None:
+    """Every relay healthy again and, as preemption wants, ``first`` holding the address;
+    when not, fails with what each relay says (``report``)."""
+    try:
+        wait_until(lambda: all(state(r).split()[:1] in (["MASTER"], ["BACKUP"])
+                               for r in relays), 60, "every relay healthy")
+        wait_until(lambda: holders(relays, vip) == [first], 30 + PREEMPT_DELAY,
+                   f"{first.backend.name} to hold {vip}", every=0.5)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{report(relays, vip, since)}") from None
+
+
+# The end of the previous test (time.time()): keepalived's lines from then on are shown
+# when a test does not find the state it starts from.
+PREVIOUS_END: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def known_start(instances, vip, upstream):
+    """Each test starts from a state established and checked here, never from a previous
+    test's timing: the upstream in normal mode, every relay healthy with an empty queue,
+    and the preferred relay (the first of group relays, the highest priority) alone
+    holding the address, waited for as long as preemption may take. A wrong start fails
+    naming the holder, since when it holds, and keepalived's lines since the last test,
+    which tells a run that moved the address apart from a slow machine."""
+    relays = instances["relays"]
+    upstream.fault("normal")
+    settled(relays, vip, relays[0], PREVIOUS_END.get("time"))
+    queued = {}
+    for relay in relays:
+        try:
+            wait_until(lambda relay=relay: not postfix_queue(relay), 60,
+                       f"an empty queue on {relay.backend.name}", every=2)
+        except AssertionError:
+            queued[relay.backend.name] = postfix_queue(relay)
+    assert not queued, f"mail left queued before the test: {queued}"
+    yield
+    PREVIOUS_END["time"] = time.time()
 
 
 # Run inside the client: polls the virtual address every 0.1 s until a relay other than
@@ -110,7 +161,7 @@ def failover(client: Any, vip: str, old: Any, fault: Any) -> tuple[float, str]:
 def test_stopping_postfix_on_the_holder_moves_the_address(instances, client, vip,
                                                           normal_upstream, settings) -> None:
     relays = instances["relays"]
-    first = holder(relays, vip)
+    first = relays[0]  # the holder: known_start established it
     try:
         seconds, new = failover(client, vip, first,
                                 lambda: first.check_output("systemctl stop postfix"))
@@ -131,7 +182,7 @@ def test_a_holder_under_queue_minfree_hands_over_and_takes_back_after_the_delay(
     queue_minfree: the health check fails, a peer takes the address; healthy again, the
     holder takes it back only after the preemption delay."""
     relays = instances["relays"]
-    first = holder(relays, vip)
+    first = relays[0]  # the holder: known_start established it
     minfree = first.check_output("postconf -h queue_minfree")
     try:
         # Timed from the reload on: the check then answers 452 to MAIL FROM.
@@ -235,7 +286,7 @@ def test_the_survivor_of_dead_peers_converges_and_keeps_the_address(
     """The two other relays die; site.yml on the survivor (the holder) hands nothing over,
     says why, exits 0, and the address answers every probe during the run."""
     relays = instances["relays"]
-    survivor = holder(relays, vip)
+    survivor = relays[0]  # the holder: known_start established it
     dead = [relay for relay in relays if relay is not survivor]
     stop = "/tmp/qqrelay-stop-probe"
     started = time.time()
@@ -283,7 +334,7 @@ def test_a_dead_holder_loses_the_address_and_keeps_its_mail(instances, client, v
     """The holder's container is killed with a message in its queue; a peer takes the
     address; the message leaves when the relay is back (the queue is on disk)."""
     relays = instances["relays"]
-    first = holder(relays, vip)
+    first = relays[0]  # the holder: known_start established it
     normal_upstream.fault("down")
     kept = relay_mail(client, vip)
     wait_until(lambda: postfix_queue(first), 30, "the message in the holder's queue")
@@ -317,7 +368,7 @@ def test_a_host_outside_the_peers_cannot_take_the_address(instances, client, vip
                                                           hostvars) -> None:
     relays = instances["relays"]
     router_id = hostvars[relays[0].backend.name].get("relay_ha_router_id", 51)
-    first = holder(relays, vip)
+    first = relays[0]  # the holder: known_start established it
     before = state(first)
     assert before.startswith("MASTER")
     forge(client, list(addresses.values()), vip, router_id, count=5)
