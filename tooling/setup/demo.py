@@ -24,7 +24,7 @@ RELAY = "qqrelay-demo-relay"
 UPSTREAM = "qqrelay-demo-upstream"
 # In the shape of a Molecule scenario's platforms, for molecule/shared/create.yml.
 PLATFORMS: list[dict[str, Any]] = [
-    {"name": RELAY, "image": "qqrelay/debian12:latest", "groups": ["relays"],
+    {"name": RELAY, "image": "qqrelay/debian13:latest", "groups": ["relays"],
      "docker_networks": [{"name": NETWORK, "ipam_config": [{"subnet": "172.30.200.0/24"}]}],
      "networks": [{"name": NETWORK, "ipv4_address": "172.30.200.2"}]},
     {"name": UPSTREAM, "image": "qqrelay/upstream:latest", "groups": ["upstream"],
