@@ -162,6 +162,19 @@ def test_a_sender_not_given_is_refused(app: Any, upstream: Any) -> None:
         assert upstream.messages(sent["token"]) == []
 
 
+@pytest.mark.parametrize("port", [587, 465])
+def test_the_null_sender_is_refused_to_a_logged_in_client(app: Any, upstream: Any,
+                                                          port: int) -> None:
+    """Postfix's sender check skips MAIL FROM:<>, which would leave as the main account."""
+    sent = send_mail(app, server=NAME, port=port, tls="implicit" if port == 465 else "starttls",
+                     cafile=ROOT, login=APP["name"], code=APP["secret"], sender="",
+                     from_header=APP["senders"][0], to="someone@example.net")
+    assert not sent["accepted"], sent
+    assert sent["code"] == 554, sent
+    assert "may not send with the null sender" in sent["reply"], sent
+    assert upstream.messages(sent["token"]) == []
+
+
 def test_a_client_over_its_limit_is_told_to_retry(app: Any, normal_upstream: Any) -> None:
     limit = NOISY["hourly_limit"]
     sent = submit(app, NOISY, count=limit + 1)
