@@ -91,6 +91,9 @@ class FakePostfix:
         monkeypatch.setattr(counter.subprocess, "run", self.run)
         monkeypatch.setattr(counter.time, "sleep", lambda seconds: None)
         monkeypatch.setattr(counter, "STATE", str(tmp_path / "state.json"))
+        self.table = tmp_path / "budget_holds"
+        self.table.write_text("")  # as the role creates it
+        monkeypatch.setattr(counter, "HOLDS", str(self.table))
         monkeypatch.setattr(counter, "master_identity",
                             lambda: self.master if self.running else "")
 
@@ -109,6 +112,11 @@ class FakePostfix:
         elif command == ["postfix", "reload"]:
             code = 1 if self.reload_fails or not self.running else 0
         return subprocess.CompletedProcess(command, code, stdout=stdout, stderr="")
+
+    def held(self) -> list[str]:
+        """The accounts the holds table sends to the retry transport."""
+        return [line.split(" is held")[0].rsplit(" ", 1)[-1]
+                for line in self.table.read_text().splitlines() if " retry:4.7.1 " in line]
 
     def ran(self, program: str) -> list[list[str]]:
         return [c for c in self.commands if c[0] == program]
@@ -130,7 +138,9 @@ def fake(monkeypatch, tmp_path):
 def test_an_account_that_used_its_budget_is_held_and_other_holds_stay(fake) -> None:
     postfix = fake(sent=2, deferred="smtp")  # the operator's own hold
     assert counter.enforce(CONFIG, datetime.now(UTC))
-    assert postfix.settings["defer_transports"] == "smtp account0"
+    assert postfix.held() == ["relay@qq.com"]
+    assert postfix.settings["defer_transports"] == "smtp"
+    assert not postfix.ran("postconf")[1:]  # read, never written
     [notice] = postfix.notices()
     assert "relay@qq.com has used its daily budget (2 of 2" in notice
     assert "held until" in notice
@@ -147,12 +157,15 @@ def test_each_relay_holds_at_its_share_of_the_fleets_budget(fake) -> None:
     config = {**CONFIG, "accounts": [{**CONFIG["accounts"][0], "daily_budget": 6,
                                       "relay_budget": 3}, CONFIG["accounts"][1]]}
     counter.enforce(config, datetime.now(UTC))
-    assert postfix.settings["defer_transports"] == "account0"
+    assert postfix.held() == ["relay@qq.com"]
     assert "(3 of 3 sent by this relay since" in postfix.notices("has used")[0]
     assert "its share of 6" in postfix.notices("has used")[0]
 
 
-def queued(queue_id: str, sender: str, reason: str = "deferred transport") -> str:
+HELD = "4.7.1 daily budget used: relay@qq.com is held on this relay until 2026-11-29"
+
+
+def queued(queue_id: str, sender: str, reason: str = HELD) -> str:
     return json.dumps({"queue_id": queue_id, "sender": sender,
                        "recipients": [{"address": "a@example.net", "delay_reason": reason}]})
 
@@ -160,14 +173,16 @@ def queued(queue_id: str, sender: str, reason: str = "deferred transport") -> st
 def test_a_renewed_account_is_released_and_only_its_mail_scheduled(fake) -> None:
     config = {**CONFIG, "accounts": [CONFIG["accounts"][0],
                                      {**CONFIG["accounts"][1], "daily_budget": 1}]}
-    postfix = fake(sent=0, deferred="account0 account1")
+    postfix = fake(sent=0, deferred="account0 account1")  # as versions before the table held
     postfix.log = [f"{datetime.now(UTC).timestamp() - 1:.6f} relay "
                    f"{SENT.replace('account0', 'account1')}"]  # account1 stays held
     postfix.queue = "\n".join([
-        queued("A1", "relay@qq.com"), queued("A2", "double-bounce@relay.test"),
+        queued("A1", "relay@qq.com"),
+        queued("A2", "double-bounce@relay.test", "deferred transport"),  # held before 1.2
         queued("B1", "Team@qq.com"), queued("A3", "relay@qq.com", reason="connect timeout")])
     counter.enforce(config, datetime.now(UTC))
-    assert postfix.settings["defer_transports"] == "account1"
+    assert postfix.settings["defer_transports"] == ""
+    assert postfix.held() == ["team@qq.com"]
     assert postfix.notices("relay@qq.com: daily budget renewed")
     # Not a flush, which would send account1's held mail too.
     assert [c for c in postfix.ran("postqueue") if c != ["postqueue", "-j"]] == [
@@ -211,10 +226,13 @@ def test_without_budgets_the_log_is_read_once_a_minute(fake) -> None:
 
 
 def test_a_budget_removed_while_held_releases_the_account(fake) -> None:
-    postfix = fake(sent=3, deferred="account0")
+    postfix = fake(sent=3, deferred="")
+    counter.enforce(CONFIG, datetime.now(UTC))
+    assert postfix.held() == ["relay@qq.com"]
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
     counter.enforce(config, datetime.now(UTC))
-    assert postfix.settings["defer_transports"] == ""
+    assert postfix.table.read_text() == ""
+    assert postfix.notices("relay@qq.com: daily budget renewed")
 
 
 def test_a_removed_accounts_hold_goes_with_it(fake) -> None:
@@ -228,7 +246,7 @@ def test_a_hold_postfix_cannot_take_is_said_and_retried_until_it_runs(fake) -> N
     postfix = fake(sent=2, deferred="")
     postfix.running = False
     assert not counter.enforce(CONFIG, datetime.now(UTC))
-    assert postfix.settings["defer_transports"] == "account0"  # read when Postfix starts
+    assert postfix.held() == ["relay@qq.com"]  # read when Postfix starts
     [failure] = postfix.notices("cannot hold or release")
     assert "Postfix is not running" in failure
     assert postfix.status()[-1] == "budget relay enforced=0 held_messages=0"
@@ -284,3 +302,31 @@ def test_status_counts_without_budgets_too(fake) -> None:
     config = {**CONFIG, "accounts": [{**a, "daily_budget": None} for a in CONFIG["accounts"]]}
     report = counter.usage(config, datetime.now(UTC))
     assert [(a["sent_today"], a["held"]) for a in report["accounts"]] == [(3, False), (0, False)]
+
+
+def test_the_holds_table_takes_the_main_accounts_other_senders_too() -> None:
+    accounts = [{"account": "relay@qq.com", "transport": "account0"},
+                {"account": "team.ops+1@qq.com", "transport": "account1"}]
+    table = counter.holds_table(accounts, accounts, "2026-11-29 00:00:00 UTC+08:00")
+    assert table.splitlines()[1:] == [
+        r"if !/^(team\.ops\+1@qq\.com)$/",
+        "/^/ retry:4.7.1 daily budget used: relay@qq.com is held on this relay until "
+        "2026-11-29 00:00:00 UTC+08:00",
+        "endif",
+        r"/^team\.ops\+1@qq\.com$/ retry:4.7.1 daily budget used: team.ops+1@qq.com is held "
+        "on this relay until 2026-11-29 00:00:00 UTC+08:00"]
+    assert counter.holds_table(accounts, accounts[1:], "x").splitlines()[1].startswith(
+        r"/^team\.ops\+1@qq\.com$/ retry:")
+    assert counter.holds_table(accounts, [], "x") == ""
+
+
+def test_a_hold_stays_in_the_table_whatever_rewrites_main_cf(fake) -> None:
+    """main.cf carries no hold: a run of the role that writes it and reloads takes none
+    away, and the program has nothing to redo."""
+    postfix = fake(sent=2, deferred="")
+    counter.enforce(CONFIG, datetime.now(UTC))
+    postfix.settings["defer_transports"] = ""  # main.cf rendered anew
+    postfix.commands.clear()
+    assert counter.enforce(CONFIG, datetime.now(UTC))
+    assert postfix.held() == ["relay@qq.com"]
+    assert ["postfix", "reload"] not in postfix.commands

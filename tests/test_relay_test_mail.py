@@ -32,6 +32,8 @@ def test_outcome_takes_the_last_attempt_of_the_queue_id() -> None:
      "postfix_relay_sender_accounts"),
     ("host smtp.qq.com said: 550 Connection frequency limited", "postfix_relay_hourly_rate"),
     ("delivery temporarily suspended: deferred transport", "postfix_relay_daily_budget"),
+    ("4.7.1 daily budget used: relay@qq.com is held on this relay until 2026-11-29 00:00:00 "
+     "UTC+08:00", "postfix_relay_daily_budget"),
     ("Server certificate not verified", "postfix_relay_tls_ca_file"),
     ("connect to smtp.qq.com[203.205.232.7]:465: Connection timed out", "firewall_egress_ports"),
     ("Host or domain name not found. Name service error for name=smtp.qq.com type=A: "

@@ -23,10 +23,10 @@ FIXES: list[tuple[str, str]] = [
      "QQ is throttling this account: lower postfix_relay_hourly_rate (deliveries an hour "
      "per account), or spread senders over more accounts with "
      "postfix_relay_sender_accounts. The mail stays queued and is retried."),
-    (r"deferred transport",
+    (r"daily budget used|deferred transport",
      "The account has used its daily budget (postfix_relay_daily_budget): its mail stays "
-     "queued and leaves when the budget renews (`qqrelay-budget status` says when). Raise "
-     "the budget if the account's real quota allows."),
+     "queued, whatever flushes it, and leaves when the budget renews (`qqrelay-budget "
+     "status` says when). Raise the budget if the account's real quota allows."),
     (r"certificate|verif|TLS is required|handshake",
      "TLS to the upstream could not be verified: check postfix_relay_tls_ca_file, the "
      "clock, and that no proxy intercepts the connection (never turn verification off)."),

@@ -128,7 +128,7 @@ def chosen(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[
 
 
 def act(action: str, ids: list[str]) -> None:
-    if action == "flush":  # message by message: postqueue -f would release budget-held mail
+    if action == "flush":  # message by message, as chosen (budget-held mail stays held)
         # First the queue manager forgets the destinations it gave up on for now (a refused
         # login pauses an account's transport), or the flushed mail would wait again. Just
         # after a reload it may not listen yet: it starts afresh then, having forgotten them.

@@ -34,6 +34,8 @@ TEAM_SENDER = "build@team.internal.test"  # a sender of the second account (mole
 BEIJING = timezone(timedelta(hours=8))
 # qqrelay-budget's lines in the Postfix log.
 HOLD, RESUME = "has used its daily budget", "sending resumes"
+HELD_REASON = "daily budget used"  # the reason of a held message in the queue
+PLAYBOOKS = SCENARIO.parent.parent / "playbooks"
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +57,21 @@ def ip(relay) -> str:
     return ADDRESS[relay.backend.name]
 
 
-def renew_now() -> str:
+def renew_now(**settings) -> str:
     """Move the renewal to this second (Beijing time) with the role, as a user would: a
-    new budget day starts on both relays, whatever the clock says. The renewal set."""
+    new budget day starts on both relays, whatever the clock says (with ``settings``, more
+    variables). The renewal set."""
     renewal = datetime.now(BEIJING).strftime("%H:%M:%S")
-    result = run_playbook(CONVERGE, "relays", {"postfix_relay_budget_renewal": renewal})
+    result = run_playbook(CONVERGE, "relays", {"postfix_relay_budget_renewal": renewal, **settings})
     assert result.returncode == 0, result.stdout[-3000:]
     return renewal
 
 
 def held(relay, sender: str) -> list[str]:
     """Queue IDs of the messages from ``sender`` (rewritten to the account: clients' mail,
-    not the relay's own notices) held by a budget (deferred transport)."""
+    not the relay's own notices) held by a budget (the retry transport's reason)."""
     return [m["queue_id"] for m in postfix_queue(relay) if m["sender"] == sender
-            and all(r.get("delay_reason") == "deferred transport" for r in m["recipients"])]
+            and all(HELD_REASON in r.get("delay_reason", "") for r in m["recipients"])]
 
 
 def status(relay, account: str) -> dict:
@@ -179,6 +182,79 @@ def test_the_fleet_sends_each_account_its_budget_once(relays, client, normal_ups
     assert len(normal_upstream.arrivals(main)) == 2 * budget
     assert len(held(first, account)) == len(held(second, account)) == 10 - 2 * share
     assert [len(log_lines(relay, RESUME)) > 0 for relay in relays] == [True, True]
+
+
+def test_no_way_of_moving_mail_sends_what_a_budget_holds(relays, client, normal_upstream,
+                                                       settings, limits, tmp_path) -> None:
+    """Invariant 1 of docs/design.md on every path: while both relays hold the main
+    account, every flush, requeue and release, the day-2 playbooks that move mail
+    (queue.yml, rotate_code.yml, move_queue.yml into a held relay) and a run of the role
+    that rewrites main.cf and reloads send none of the held mail; the renewal (with a
+    budget that takes them all) sends each held message once."""
+    account = settings["qqrelay_test_account"]
+    first, second = relays
+    # The start, established and checked: a new day, each relay has used its share and
+    # holds two more messages.
+    for relay in relays:
+        relay.check_output("postsuper -d ALL")
+    renew_now()
+    sent = {relay: relay_mail(client, ip(relay), count=limits["share"] + 2)["tokens"]
+            for relay in relays}
+    for relay in relays:
+        wait_until(lambda relay=relay: len(held(relay, account)) == 2,
+                   60 + (limits["share"] + 2) * limits["pace"], f"2 held on {relay.backend.name}")
+    tokens = [token for each in sent.values() for token in each]
+    delivered = {m["subject"].split()[-1] for m in normal_upstream.arrivals(tokens)}
+    assert len(delivered) == 2 * limits["share"]
+    waiting = [token for token in tokens if token not in delivered]
+
+    def assert_none_left(path: str) -> None:
+        time.sleep(limits["pace"] + 2)  # a delivery would be under way by now
+        left = normal_upstream.arrivals(waiting)
+        assert not left, f"{path} sent held mail: {[m['subject'] for m in left]}"
+
+    for command in ("postqueue -f", "sendmail -q", "postkick public qmgr F", "postsuper -r ALL"):
+        first.check_output(command)
+        assert_none_left(command)
+    for queue_id in held(first, account):
+        first.check_output(f"postqueue -i {queue_id}")
+    assert_none_left("postqueue -i")
+    for action in ({"queue_action": "flush"}, {"queue_action": "requeue", "queue_all": True},
+                   {"queue_action": "release"}):
+        result = run_playbook(PLAYBOOKS / "queue.yml", "relays", action)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert_none_left(f"queue.yml {action}")
+    rotated = run_playbook(PLAYBOOKS / "rotate_code.yml", "relays",
+                           {"rotate_code_account": account})
+    assert rotated.returncode == 0, rotated.stdout[-3000:]
+    assert_none_left("rotate_code.yml")
+    # The role rewrites main.cf and reloads Postfix while the budget program runs.
+    first.check_output("systemctl start --no-block qqrelay-budget.service")
+    changed = run_playbook(CONVERGE, "relays", {"postfix_relay_connect_timeout": 25})
+    assert changed.returncode == 0, changed.stdout[-3000:]
+    assert first.check_output("postconf -h smtp_connect_timeout") == "25s"
+    first.check_output("postqueue -f")
+    assert_none_left("a run of the role")
+    # The second relay's queue moves into the first, which holds the account too.
+    moved = run_playbook(PLAYBOOKS / "move_queue.yml", "all",
+                         {"queue_from": second.backend.name, "queue_to": first.backend.name,
+                          "queue_move_dir": str(tmp_path)})
+    try:
+        assert moved.returncode == 0, moved.stdout[-3000:]
+        wait_until(lambda: len(held(first, account)) == 4, 60, "the moved mail held")
+        assert_none_left("move_queue.yml")
+    finally:
+        second.check_output("systemctl unmask postfix postfix@- && systemctl start postfix")
+    assert held(second, account) == []
+
+    # The next day, with a budget that takes them all, each held message leaves once.
+    renew_now(postfix_relay_daily_budget=4 * limits["relays"])
+    normal_upstream.wait_for_all(waiting, timeout=60 + 4 * limits["pace"])
+    time.sleep(2 * limits["pace"])
+    assert sorted(m["subject"].split()[-1] for m in normal_upstream.arrivals(waiting)) == \
+        sorted(waiting)
+    assert postfix_queue(first) == []
+    assert postfix_queue(second) == []
 
 
 def test_a_hold_postfix_cannot_take_is_said_and_applied_when_it_runs(

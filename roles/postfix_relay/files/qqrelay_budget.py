@@ -16,15 +16,19 @@ and every rotation of it written since the renewal, whatever its name), else
 /var/log/mail.log and its rotations, else the journal. The day's count is also kept in
 a state file, so that it never goes down within the day (a log removed or renamed).
 
-An account is held by listing its transport in Postfix's defer_transports: its mail
-stays in the queue (status=deferred, "deferred transport"), nothing is bounced, and it
-leaves at the account's pace once the budget renews (each held message is scheduled
-with postqueue -i). A flush by hand (postqueue -f) would send held mail too. The
-running Postfix is checked, not only main.cf: a reload that failed, or a Postfix that
-was stopped, is retried at the next run (every minute at least); until then the
-program says so in the log, and in the status lines that relay_metrics turns into
-metrics. Nothing of this runs in the mail path: when this program does not run, mail
-is not held.
+An account is held by the holds table (HOLDS, config "holds_table"), which main.cf
+names first in sender_dependent_default_transport_maps: the held account's mail (by its
+rewritten sender; the main account's also with any sender no other account has, the null
+sender among them) goes to Postfix's retry transport, which defers it with the reason
+"daily budget used" (nothing is bounced) whenever it is tried. So no way of moving mail
+sends it: a flush (postqueue -f, sendmail -q, postqueue -i), a requeue, a queue moved in
+from another relay, a reload or restart, a run of the role (which never writes the
+table). At the renewal the table goes, Postfix reloads, and each held message is
+scheduled with postqueue -i. The running Postfix is checked, not only the table: a
+reload that failed, or a Postfix that was stopped, is retried at the next run (every
+minute at least); until then the program says so in the log, and in the status lines
+that relay_metrics turns into metrics. Nothing of this runs in the mail path: when this
+program does not run, the holds stay as they were last written.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from datetime import datetime, timedelta, timezone
 
 CONFIG = "/etc/qqrelay/budget.json"
 STATE = "/var/lib/qqrelay-budget/state.json"  # the day's counts, the applied holds
+HOLDS = "/etc/postfix/budget_holds"  # the holds table (the role names it in main.cf)
+HELD = "daily budget used"  # in the reason of every held message
 MASTER_PID = "/var/spool/postfix/pid/master.pid"
 STATUS_EVERY = 300  # seconds: the status lines are repeated at least this often
 ACTIVE = "/var/spool/postfix/active"  # what qqrelay-budget.path watches
@@ -215,19 +221,62 @@ def master_identity() -> str:
         return ""
 
 
+def posix_escape(text: str) -> str:
+    """``text`` as a literal in a POSIX extended regular expression (Postfix's regexp)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+def holds_table(accounts: list[dict], held: list[dict], renews: str) -> str:
+    """The regexp table of the held accounts (empty when none is): sender -> the retry
+    transport with the reason. A held main account (the first) takes every sender that
+    is not another account's: the relay's notices and the null sender go out as it."""
+    if not held:
+        return ""
+    lines = ["# Written by qqrelay-budget (the accounts held by their daily budget): do not edit."]
+    for account in held:
+        reason = (f"retry:4.7.1 {HELD}: {account['account']} is held on this relay until "
+                  f"{renews}")
+        if account["transport"] != accounts[0]["transport"]:
+            lines.append(f"/^{posix_escape(account['account'])}$/ {reason}")
+            continue
+        others = "|".join(posix_escape(a["account"]) for a in accounts[1:])
+        lines += ([f"if !/^({others})$/", f"/^/ {reason}", "endif"] if others
+                  else [f"/^/ {reason}"])
+    return "\n".join(lines) + "\n"
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as source:
+            return source.read()
+    except OSError:
+        return ""
+
+
+def write_text(path: str, text: str) -> None:
+    """Written whole or not at all, mode 0644 (Postfix's daemons read it)."""
+    temporary = f"{path}.{os.getpid()}"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w",
+              encoding="utf-8") as target:
+        target.write(text)
+    os.replace(temporary, path)
+
+
 def enforce(config: dict, now: datetime, state_path: str | None = None) -> bool:
-    """Make defer_transports list exactly the held accounts' transports (others' kept),
-    in main.cf and in the running Postfix. False when the running Postfix could not be
-    made to hold or release (it is tried again at the next run)."""
+    """Make the holds table hold exactly the accounts whose budget is used, in the file
+    and in the running Postfix. False when the running Postfix could not be made to hold
+    or release (it is tried again at the next run)."""
     state_path = state_path or STATE
+    table = config.get("holds_table", HOLDS)
     state = load_state(state_path)
     current = [t for t in re.split(r"[\s,]+", postconf("defer_transports")) if t]
-    # The role owns the names accountN: one left by an account since removed from the
-    # inventory is ours too, and goes.
-    ours = {a["transport"] for a in config["accounts"]} | {
-        t for t in current if re.fullmatch(r"account\d+", t)}
-    if (not any(a.get("daily_budget") for a in config["accounts"])
-            and not ours & set(current) and state.get("enforced", True)
+    # Holds of versions before the table (and of accounts since removed) were accountN in
+    # defer_transports: the role owns those names, and they go.
+    legacy = [t for t in current if re.fullmatch(r"account\d+", t)]
+    before = set(state.get("held", [])) | set(legacy)
+    written = read_text(table)
+    if (not any(a.get("daily_budget") for a in config["accounts"]) and not before
+            and not written and state.get("enforced", True)
             and now.timestamp() - state.get("status_at", 0) < 55):
         # No budget, nothing held: the day's counts (for the metrics) about once a minute
         # (the timer's), not at every delivery, which starts this program too.
@@ -236,21 +285,24 @@ def enforce(config: dict, now: datetime, state_path: str | None = None) -> bool:
     state.update(day=report["day"], sent={a["account"].lower(): a["sent_today"]
                                           for a in report["accounts"]})
     held = [a for a in report["accounts"] if a["held"]]
-    wanted = [t for t in current if t not in ours] + [a["transport"] for a in held]
-    if sorted(wanted) != sorted(current):
-        subprocess.run(["postconf", "-e", f"defer_transports = {' '.join(wanted)}"], check=True)
-        for account in (a for a in held if a["transport"] not in current):
-            log(f"{account['account']} has used its daily budget ({account['sent_today']} of "
-                f"{account['relay_budget']} sent by this relay since {report['day_started']}, "
-                f"its share of {account['daily_budget']}): its mail is held "
-                f"until {report['renews']}", "warning")
-        for account in report["accounts"]:
-            if account["transport"] in current and not account["held"]:
-                log(f"{account['account']}: daily budget renewed at {report['day_started']}, "
-                    f"sending resumes ({account['sent_today']} of "
-                    f"{account['relay_budget'] or 'no limit'} used)")
-    if held or ours & set(current) or not state.get("enforced", True):
-        enforced = apply_to_running_postfix(state, wanted, report["accounts"])
+    wanted = holds_table(config["accounts"], held, report["renews"])
+    if legacy:
+        kept = " ".join(t for t in current if t not in legacy)
+        subprocess.run(["postconf", "-e", f"defer_transports = {kept}"], check=True)
+    if wanted != written:
+        write_text(table, wanted)
+    for account in (a for a in held if a["transport"] not in before):
+        log(f"{account['account']} has used its daily budget ({account['sent_today']} of "
+            f"{account['relay_budget']} sent by this relay since {report['day_started']}, "
+            f"its share of {account['daily_budget']}): its mail is held "
+            f"until {report['renews']}", "warning")
+    for account in (a for a in report["accounts"] if a["transport"] in before and not a["held"]):
+        log(f"{account['account']}: daily budget renewed at {report['day_started']}, "
+            f"sending resumes ({account['sent_today']} of "
+            f"{account['relay_budget'] or 'no limit'} used)")
+    state["held"] = sorted(a["transport"] for a in held)
+    if held or before or wanted != written or not state.get("enforced", True):
+        enforced = apply_to_running_postfix(state, wanted, report["accounts"], before)
     else:
         enforced = True  # nothing held, nothing to release: Postfix has nothing to apply
     report_status(state, report, enforced, now.timestamp())
@@ -258,33 +310,36 @@ def enforce(config: dict, now: datetime, state_path: str | None = None) -> bool:
     return enforced
 
 
-def apply_to_running_postfix(state: dict, wanted: list[str], accounts: list[dict]) -> bool:
-    """Reload Postfix unless the running master already holds ``wanted`` (it started
-    after the setting was written, or a reload with it succeeded); then schedule the
-    held mail of the accounts no longer held. False when Postfix does not run or the
-    reload fails: the setting waits in main.cf, and the next run tries again."""
+def apply_to_running_postfix(state: dict, table: str, accounts: list[dict],
+                             before: set[str]) -> bool:
+    """Reload Postfix unless the running master already holds ``table`` (it started
+    after the table was written, or a reload with it succeeded); then schedule the held
+    mail of the accounts no longer held. False when Postfix does not run or the reload
+    fails: the table waits, and the next run tries again."""
     master = master_identity()
-    applied = {"master": master, "holds": sorted(wanted)}
+    held = set(state["held"])
+    applied = {"master": master, "table": table}
     if master and state.get("applied") == applied:
         return True
+    shown = ", ".join(a["account"] for a in accounts if a["transport"] in held) or "none"
     if not postfix_running():
         return cannot_apply(state, "stopped", "cannot hold or release accounts: Postfix is "
-                            f"not running (main.cf holds '{' '.join(wanted)}', read when it "
+                            f"not running (the holds table holds {shown}, read when it "
                             "starts)")
     # Reload first: the account's next paced delivery is seconds away, and postlog may
-    # take a second or two.
+    # take a second or two. The queue manager reads the table again and sorts its active
+    # queue anew, held mail included.
     reload = subprocess.run(["postfix", "reload"], capture_output=True, text=True, check=False)
     if reload.returncode:
         return cannot_apply(state, "reload", "cannot hold or release accounts: postfix reload "
                             f"failed ({(reload.stderr or reload.stdout).strip()[-200:]}); tried "
                             "again every minute")
     if state.get("failure"):
-        log(f"holds applied to the running Postfix: '{' '.join(wanted)}'")
+        log(f"holds applied to the running Postfix: {shown}")
     state.update(enforced=True, failure=None, applied=applied)
-    released = {a["transport"] for a in accounts if a["transport"] not in wanted}
-    queued = held_mail(accounts, released)
+    queued = held_mail(accounts, before - held)
     if queued:
-        time.sleep(2)  # let the queue manager restart with the new setting
+        time.sleep(2)  # let the queue manager restart with the new table
         for queue_id in queued:
             subprocess.run(["postqueue", "-i", queue_id], check=False)
     return True
@@ -314,17 +369,21 @@ def report_status(state: dict, report: dict, enforced: bool, now: float) -> None
 
 
 def held_mail(accounts: list[dict], transports: set[str]) -> list[str]:
-    """Queue IDs of the mail held for ``transports``. Not `postqueue -f`: a flush also
-    delivers the transports still held. The queue holds the rewritten sender, the
-    account's own address; any other sender (the relay's notices) is the main account's."""
+    """Queue IDs of the mail held for ``transports`` (deferred with the holds table's
+    reason, or "deferred transport" by versions before it). The queue holds the rewritten
+    sender, the account's own address; any other sender (the relay's notices) is the
+    main account's."""
+    if not transports:
+        return []
     by_address = {a["account"].lower(): a["transport"] for a in accounts}
     listing = subprocess.run(["postqueue", "-j"], capture_output=True, text=True,
                              check=False).stdout
     wanted = []
     for message in (json.loads(line) for line in listing.splitlines() if line.strip()):
         transport = by_address.get(message.get("sender", "").lower(), accounts[0]["transport"])
-        if transport in transports and any(r.get("delay_reason") == "deferred transport"
-                                           for r in message.get("recipients", [])):
+        if transport in transports and any(
+                HELD in r.get("delay_reason", "") or r.get("delay_reason") == "deferred transport"
+                for r in message.get("recipients", [])):
             wanted.append(message["queue_id"])
     return wanted
 
