@@ -530,3 +530,14 @@ def test_the_senders_table_names_each_senders_logins() -> None:
         {"name": "app2", "senders": ["@apps.example.com"]}])
     assert table == [r"/^ops\+1@example\.com$/ app1",
                      r"/^[^@]+@apps\.example\.com$/ app1,app2"]
+
+
+def test_each_account_keeps_its_own_from_header() -> None:
+    tables = filter_plugin("submission").from_header_tables(
+        ["relay@qq.com", "team.ops+1@qq.com"], ["account0", "account1"], "/etc/postfix")
+    assert [t["dest"] for t in tables] == ["/etc/postfix/from_header_account0",
+                                           "/etc/postfix/from_header_account1"]
+    lines = tables[1]["content"].splitlines()
+    assert lines[1:] == [r"if !/^From:[^<]*<team\.ops\+1@qq\.com>[[:space:]]*$/",
+                         r"if !/^From:[[:space:]]*team\.ops\+1@qq\.com[[:space:]]*$/",
+                         "/^From:/ REPLACE From: team.ops+1@qq.com", "endif", "endif"]

@@ -1,5 +1,6 @@
-"""Authenticated submission (postfix_relay_submission_clients): the checks of the clients
-and the tables Postfix reads for them."""
+"""Who mail leaves as: authenticated submission (postfix_relay_submission_clients), the
+checks of the clients and the tables Postfix reads for them; and the From: header each
+account's mail leaves with."""
 
 from __future__ import annotations
 
@@ -100,7 +101,32 @@ def submission_senders(clients: list) -> list:
     return lines
 
 
+def from_header_table(account: str) -> str:
+    """The header checks that keep the From: of ``account``'s mail its own, on every path
+    (QQ logs in as the account; a client's From: naming another account, or any other
+    address, would leave beside that login). Read by the account's transport alone
+    (master.cf), so it knows the account: a From: whose address is the account's (bare,
+    or in angle brackets after a display name) leaves as it is; any other is replaced
+    with the bare address."""
+    escaped = SPECIAL.sub(r"\\\1", account)
+    return "\n".join([
+        f"# The From: header of {account}'s mail on its way to the upstream (postfix_relay).",
+        f"if !/^From:[^<]*<{escaped}>[[:space:]]*$/",
+        f"if !/^From:[[:space:]]*{escaped}[[:space:]]*$/",
+        f"/^From:/ REPLACE From: {account}",
+        "endif",
+        "endif",
+        ""])
+
+
+def from_header_tables(accounts: list, transports: list, folder: str) -> list:
+    """One table per account transport: [{dest: FOLDER/from_header_TRANSPORT, content}]."""
+    return [{"dest": f"{folder}/from_header_{transport}", "content": from_header_table(account)}
+            for account, transport in zip(accounts, transports, strict=True)]
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {"invalid_submission_clients": invalid_submission_clients,
-                "submission_senders": submission_senders}
+                "submission_senders": submission_senders,
+                "from_header_tables": from_header_tables}

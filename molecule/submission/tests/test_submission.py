@@ -175,6 +175,18 @@ def test_the_null_sender_is_refused_to_a_logged_in_client(app: Any, upstream: An
     assert upstream.messages(sent["token"]) == []
 
 
+def test_a_from_naming_another_account_leaves_as_the_login(app: Any, normal_upstream: Any,
+                                                          settings: dict[str, Any]) -> None:
+    """app1 logs in to QQ as its account (team@qq.com): a From: naming the main account
+    leaves as the account that logged in, display name and all replaced."""
+    sent = send_mail(app, server=NAME, port=587, tls="starttls", cafile=ROOT,
+                     login=APP["name"], code=APP["secret"], sender=APP["senders"][0],
+                     from_header=f"CEO <{settings['qqrelay_test_account']}>",
+                     to="someone@example.net")
+    assert sent["accepted"], sent
+    assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM, from_header=TEAM)
+
+
 def test_a_client_over_its_limit_is_told_to_retry(app: Any, normal_upstream: Any) -> None:
     limit = NOISY["hourly_limit"]
     sent = submit(app, NOISY, count=limit + 1)
