@@ -541,3 +541,20 @@ def test_each_account_keeps_its_own_from_header() -> None:
     assert lines[1:] == [r"if !/^From:[^<]*<team\.ops\+1@qq\.com>[[:space:]]*$/",
                          r"if !/^From:[[:space:]]*team\.ops\+1@qq\.com[[:space:]]*$/",
                          "/^From:/ REPLACE From: team.ops+1@qq.com", "endif", "endif"]
+
+
+def test_an_address_of_one_client_under_anothers_domain_is_refused() -> None:
+    accounts = [{"account": "team@qq.com", "senders": ["@apps.test"]}]
+    secret = "hvbwkqzmtrplxncdXYZ12"
+    clients = [{"name": "wide", "secret": secret, "senders": ["@apps.test"]},
+               {"name": "billing", "secret": secret + "x", "senders": ["billing@apps.test"]},
+               {"name": "same", "secret": secret + "y", "senders": ["@apps.test"]}]
+    bad = filter_plugin("submission").invalid_submission_clients(clients, accounts,
+                                                                 "relay@qq.com")
+    assert bad == [
+        "postfix_relay_submission_clients[1] (billing): sender billing@apps.test is also "
+        "covered by postfix_relay_submission_clients[0] (wide)'s @apps.test: give each address "
+        "to one client, listing addresses instead of the domain.",
+        "postfix_relay_submission_clients[1] (billing): sender billing@apps.test is also "
+        "covered by postfix_relay_submission_clients[2] (same)'s @apps.test: give each address "
+        "to one client, listing addresses instead of the domain."]

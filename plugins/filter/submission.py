@@ -75,6 +75,17 @@ def invalid_submission_clients(clients: list, sender_accounts: list, account: st
                 bad.append(f"{label}: no account covers the sender {sender}; add it to the senders "
                            "of an account in postfix_relay_sender_accounts (its mail then leaves "
                            "as that account), or give the client senders an account covers.")
+        # An address one client has, which another client's @domain also covers: which of
+        # them may send as it would depend on the order of the entries. Refused.
+        for other, peer in enumerate(clients or []):
+            peer = peer if isinstance(peer, dict) else {}
+            domains = [str(d) for d in peer.get("senders") or [] if str(d).startswith("@")]
+            for sender in (str(s) for s in senders if not str(s).startswith("@")):
+                if other != index and _covered(sender, domains):
+                    bad.append(f"{label}: sender {sender} is also covered by "
+                               f"{VARIABLE}[{other}] ({peer.get('name')})'s "
+                               f"{next(d for d in domains if _covered(sender, [d]))}: give each "
+                               "address to one client, listing addresses instead of the domain.")
         limit = client.get("hourly_limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):

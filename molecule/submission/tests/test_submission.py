@@ -285,6 +285,12 @@ BAD_INPUTS = [
      "no account covers the sender app9@elsewhere.test"),
     ({CLIENTS_VAR: [{"name": "app9", "secret": "qzxkvwplmrtnbjhd", "senders": [SENDER]}]},
      "secret is weak"),
+    # app1's own address is also covered by a client's @domain: which of them may send as
+    # it would depend on the order of the entries.
+    ({CLIENTS_VAR: [{"name": "app9", "secret": "hvbwkqzmtrplxncdXYZ12",
+                     "senders": ["@apps.submission.test"]}, APP]},
+     f"{CLIENTS_VAR}[1] (app1): sender {APP['senders'][0]} is also covered by "
+     f"{CLIENTS_VAR}[0] (app9)'s @apps.submission.test"),
     ({"postfix_relay_client_networks": ["0.0.0.0/0"]},
      "postfix_relay_client_networks has networks that cover"),
     ({"postfix_relay_submission_ports": [25]}, "postfix_relay_submission_ports must list 587"),
