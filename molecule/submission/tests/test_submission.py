@@ -175,6 +175,17 @@ def test_the_null_sender_is_refused_to_a_logged_in_client(app: Any, upstream: An
     assert upstream.messages(sent["token"]) == []
 
 
+def test_the_limits_socket_is_for_postfix_alone(relay: Any) -> None:
+    """Any local user who reached policyd-rate-limit's socket could use up a client's
+    hourly limit: only Postfix's group may connect."""
+    connect = shlex.quote("import socket; socket.socket(socket.AF_UNIX).connect("
+                          "'/var/spool/postfix/ratelimit/policy')")
+    refused = relay.run(f"runuser -u nobody -- python3 -c {connect}")
+    assert refused.rc != 0
+    assert "Permission denied" in refused.stderr, refused.stderr
+    assert relay.run(f"runuser -u postfix -- python3 -c {connect}").rc == 0
+
+
 def test_a_from_naming_another_account_leaves_as_the_login(app: Any, normal_upstream: Any,
                                                           settings: dict[str, Any]) -> None:
     """app1 logs in to QQ as its account (team@qq.com): a From: naming the main account
