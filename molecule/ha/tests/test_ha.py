@@ -393,8 +393,11 @@ def test_smtp_on_the_address_is_for_the_client_networks_only(client, outsider, v
 
 def test_the_queue_of_a_relay_that_does_not_return_moves_to_a_peer_once(
         instances, client, addresses, vip, normal_upstream, tmp_path) -> None:
-    """move_queue.yml stopped once the target has the files, then run again: the message
-    arrives once, no copy is left, and the source's Postfix stays down across a reboot."""
+    """move_queue.yml stopped once the target has the files; run again with another
+    target, it stops naming the first; finished (without packing again) after a local
+    program handed the stopped source a message: the moved message arrives once, no copy
+    is left, the message that came after the packing stays on the source (and is said),
+    and the source's Postfix stays down across a reboot."""
     relays = instances["relays"]
     dead, target = relays[-1], relays[-2]
     name = dead.backend.name
@@ -411,12 +414,27 @@ def test_the_queue_of_a_relay_that_does_not_return_moves_to_a_peer_once(
                               options=("--tags", "pack,stage"))
         assert staged.returncode == 0, (staged.stdout + staged.stderr)[-3000:]
         assert target.check_output(f"find /var/tmp/qqrelay-queue-{name} -type f")
-        result = run_playbook(PLAYBOOKS / "move_queue.yml", "all", extra)
+        other = relays[0].backend.name
+        elsewhere = run_playbook(PLAYBOOKS / "move_queue.yml", "all", {**extra, "queue_to": other})
+        said = " ".join((elsewhere.stdout + elsewhere.stderr).split())
+        assert elsewhere.returncode != 0
+        assert (f"An earlier run of move_queue.yml staged the queue of {name} on "
+                f"{target.backend.name}") in said, said[-3000:]
+        assert not relays[0].file(f"/var/tmp/qqrelay-queue-{name}").exists
+        # A local program hands the stopped Postfix a message after the packing.
+        dead.check_output("printf 'Subject: after the packing\\n\\nkept\\n' "
+                          "| sendmail -f app@internal.test someone@example.net")
+        late = dead.check_output("find /var/spool/postfix/maildrop -type f")
+        assert late
+        result = run_playbook(PLAYBOOKS / "move_queue.yml", "all", extra,
+                              options=("--skip-tags", "pack"))
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-3000:]
         assert dead.check_output("find /var/spool/postfix/deferred /var/spool/postfix/incoming "
                                  "/var/spool/postfix/active /var/spool/postfix/maildrop "
-                                 "-type f") == ""
+                                 "-type f") == late
+        assert "1 message files came into its queue after it was packed" in \
+            " ".join(output.split()), output[-3000:]
         # It arrives while the dead relay's Postfix is stopped: the peer delivered it.
         normal_upstream.wait_for(sent["token"], timeout=30)
         assert not target.file(f"/var/tmp/qqrelay-queue-{name}").exists
