@@ -279,6 +279,39 @@ def test_secrets_are_hashed_and_never_logged(relay: Any) -> None:
         assert found.rc == 1, found.stdout
 
 
+def test_the_listeners_follow_the_inventory_at_once_and_after_a_restart(
+        app: Any, relay: Any, client: Any, normal_upstream: Any) -> None:
+    """Postfix binds inet_interfaces only when it starts, so a run that changes it restarts
+    Postfix: loopback only, then a relay for outside applications alone (no client
+    networks: every interface for 587 and 465, also after the next restart), then the
+    client networks again; each takes effect with the run that says it."""
+    def applied(extra: dict[str, Any]) -> str:
+        result = run_playbook(SITE, "relays", extra)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return result.stdout
+
+    said = applied({"postfix_relay_inet_interfaces": "loopback-only"})
+    assert "RUNNING HANDLER [qqrelay.relay.postfix_relay : Reload Postfix, or restart it" in said
+    assert not can_connect(client, RELAY, 25)
+    for port in (587, 465):
+        assert not can_connect(app, RELAY, port)
+
+    applied({"postfix_relay_client_networks": []})  # outside applications alone
+    assert relay.check_output("postconf -h inet_interfaces") == "all"
+    for restarted in (False, True):
+        if restarted:
+            relay.check_output("systemctl restart postfix")
+        for port in (587, 465):
+            sent = submit(app, APP, port)
+            assert sent["accepted"], (restarted, port, sent)
+            assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
+    assert not can_connect(client, RELAY, 25)  # no client networks: not the LAN client
+
+    applied({})  # the client networks again: the LAN client relays at once
+    sent = relay_mail(client, RELAY)
+    normal_upstream.wait_for(sent["token"])
+
+
 def test_check_mode_changes_nothing() -> None:
     result = run_playbook(SITE, "relays", {}, options=("--check", "--diff"))
     assert result.returncode == 0, result.stdout[-3000:]
@@ -346,39 +379,6 @@ def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> 
     assert sent["accepted"], sent
     assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
     assert credentials["secret"] not in result.stdout
-
-
-def test_the_listeners_follow_the_inventory_at_once_and_after_a_restart(
-        app: Any, relay: Any, client: Any, normal_upstream: Any) -> None:
-    """Postfix binds inet_interfaces only when it starts, so a run that changes it restarts
-    Postfix: loopback only, then a relay for outside applications alone (no client
-    networks: every interface for 587 and 465, also after the next restart), then the
-    client networks again; each takes effect with the run that says it."""
-    def applied(extra: dict[str, Any]) -> str:
-        result = run_playbook(SITE, "relays", extra)
-        assert result.returncode == 0, result.stdout[-3000:]
-        return result.stdout
-
-    said = applied({"postfix_relay_inet_interfaces": "loopback-only"})
-    assert "RUNNING HANDLER [qqrelay.relay.postfix_relay : Reload Postfix, or restart it" in said
-    assert not can_connect(client, RELAY, 25)
-    for port in (587, 465):
-        assert not can_connect(app, RELAY, port)
-
-    applied({"postfix_relay_client_networks": []})  # outside applications alone
-    assert relay.check_output("postconf -h inet_interfaces") == "all"
-    for restarted in (False, True):
-        if restarted:
-            relay.check_output("systemctl restart postfix")
-        for port in (587, 465):
-            sent = submit(app, APP, port)
-            assert sent["accepted"], (restarted, port, sent)
-            assert_left_as(normal_upstream.wait_for(sent["token"]), TEAM)
-    assert not can_connect(client, RELAY, 25)  # no client networks: not the LAN client
-
-    applied({})  # the client networks again: the LAN client relays at once
-    sent = relay_mail(client, RELAY)
-    normal_upstream.wait_for(sent["token"])
 
 
 def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, client: Any,
