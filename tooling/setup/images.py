@@ -32,14 +32,6 @@ SECURITY = os.environ.get("QQRELAY_DEBIAN_SECURITY", "http://deb.debian.org/debi
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "python3", "python3-apt", "ca-certificates", "iproute2",
 )
-# dpkg in the containers as in Debian's own container images: no manual pages or
-# documentation unpacked (man-db's trigger then has nothing to index), and no fsync of
-# every unpacked file (a container is thrown away, not power-cycled). Every scenario
-# installs its packages on fresh containers, so this is much of a converge's time.
-DPKG_OPTIONS = (
-    "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright", "force-unsafe-io",
-)
 
 
 @dataclass(frozen=True)
@@ -62,8 +54,7 @@ class Recipe:
 
     @property
     def digest(self) -> str:
-        text = json.dumps([self.suite, sorted(self.packages), self.sources, DPKG_OPTIONS,
-                           "v2 lists kept"])
+        text = json.dumps([self.suite, sorted(self.packages), self.sources, "v2 lists kept"])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -102,8 +93,6 @@ def build(recipe: Recipe) -> None:
     bootstrap = [
         "mmdebstrap", "--variant=minbase", "--quiet",
         f"--include={','.join(recipe.packages)}",
-        # Kept in the image (/etc/dpkg/dpkg.cfg.d/99mmdebstrap) for the scenarios' installs.
-        *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
         # Keep the package lists: apt in the containers then works at once, and Ansible's
         # cache_valid_time judges their age correctly.
         "--skip=cleanup/apt/lists",
