@@ -604,4 +604,7 @@ def test_a_relay_whose_address_leaves_the_inventory_loses_keepalived(instances, 
                         "| grep 'Entering BACKUP'").stdout  # the holder kept the address
     restored = run_playbook(PLAYBOOKS / "site.yml", name, {})
     assert restored.returncode == 0, (restored.stdout + restored.stderr)[-3000:]
-    wait_until(lambda: state(last).startswith("BACKUP"), 30, f"{name} to be a peer again")
+    try:
+        wait_until(lambda: state(last).startswith("BACKUP"), 60, f"{name} to be a peer again")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{report(relays, vip, started)}") from None
