@@ -1,11 +1,11 @@
-"""Run Molecule scenarios for one or more distros, two at a time, timing each.
+"""Run Molecule scenarios for one or more distros, three at a time, timing each.
 
 Every folder of molecule/ with a molecule.yml is a scenario (molecule/shared is not).
 Each scenario runs create -> converge -> idempotence -> verify -> destroy through
-``molecule test``. Scenarios run side by side (``--jobs``, default 2): they have
-distinct container names and subnets, and much of their time is waiting (the pacing
-of the relay, sustained faults), so two at a time on two cores take far less than one
-after the other. A scenario's output is kept in .molecule-logs/ and printed whole when
+``molecule test``. Scenarios run side by side (``--jobs``, default 3): they have
+distinct container names and subnets, and most of their time is waiting (the pacing
+of the relay, sustained faults, keepalived's timers), so three at a time on two cores
+take far less than one after the other. A scenario's output is kept in .molecule-logs/ and printed whole when
 it ends, so that two scenarios' lines never mix. A failure does not stop the others,
 and the exit code says if any failed. The last line is the count, e.g.
 ``molecule: 5 passed, 0 failed``. A scenario of EVERY_RELEASE has a relay of each Debian
@@ -27,9 +27,10 @@ LOGS = ROOT / ".molecule-logs"
 DISTROS = ("debian11", "debian12", "debian13")
 # default (the plumbing and the installed collection) first: when the plumbing is
 # broken, it says so soonest. Then the longest first, each to the lane that frees first,
-# which keeps the two lanes about even with the measured times (2026-12-03, Debian 13:
-# postfix_relay 17 min, ha 16.5, day2 15, submission 13.5, budget 11, monitoring 6.5,
-# site 6, firewall 5.5, mail_logs 3, default 2.5): about 48.5 minutes for both lanes.
+# which keeps the lanes about even with the measured times (2026-12-03, Debian 13, two
+# at a time: postfix_relay 17 min, ha 16, day2 14, submission 12, budget 11, monitoring
+# 6.5, site 6, firewall 5.5, mail_logs 2.5, default 2.5; 93 min in all, 46 min on two
+# lanes, about 31 on three before they slow each other down).
 ORDER = ("default", "postfix_relay", "submission", "ha", "day2", "budget", "monitoring", "site",
          "firewall", "mail_logs")
 # Scenarios whose roles refuse a distro (with the reason, in the role's checks).
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tooling.setup.scenarios", description=__doc__)
     parser.add_argument("scenarios", nargs="*", help="default: every scenario")
     parser.add_argument("--distros", default="debian13", help=f"space-separated, of {DISTROS}")
-    parser.add_argument("--jobs", type=int, default=2, help="scenarios run side by side")
+    parser.add_argument("--jobs", type=int, default=3, help="scenarios run side by side")
     args = parser.parse_args(argv)
     distros = args.distros.split()
     unknown = [d for d in distros if d not in DISTROS]
