@@ -5,11 +5,11 @@ Each scenario runs create -> converge -> idempotence -> verify -> destroy throug
 ``molecule test``. Scenarios run side by side (``--jobs``, default 3): they have
 distinct container names and subnets, and most of their time is waiting (the pacing
 of the relay, sustained faults, keepalived's timers), so three at a time on two cores
-take far less than one after the other. A scenario's output is kept in .molecule-logs/ and printed whole when
-it ends, so that two scenarios' lines never mix. A failure does not stop the others,
-and the exit code says if any failed. The last line is the count, e.g.
-``molecule: 5 passed, 0 failed``. A scenario of EVERY_RELEASE has a relay of each Debian
-release in its molecule.yml and runs once, labelled ``all``.
+take far less than one after the other. A scenario's output is kept in .molecule-logs/
+and printed whole when it ends, so that two scenarios' lines never mix. A failure does
+not stop the others, and the exit code says if any failed. The last line is the count,
+e.g. ``molecule: 5 passed, 0 failed``. A scenario of EVERY_RELEASE has a relay of each
+Debian release in its molecule.yml and runs once, labelled ``all``.
 """
 
 from __future__ import annotations
