@@ -312,8 +312,49 @@ def test_the_listeners_follow_the_inventory_at_once_and_after_a_restart(
     normal_upstream.wait_for(sent["token"])
 
 
+def test_the_jail_keeps_the_administrators_settings_and_is_tested_before_a_restart(
+        relay: Any) -> None:
+    """fail2ban reads the role's jail before jail.local, so the administrator's addresses
+    there reach it (added to the jail's with %(known/ignoreip)s). A jail fail2ban would
+    refuse (here for a broken file of the administrator's beside it) fails the run before
+    any restart: the running jail stays."""
+    jail = "/etc/fail2ban/jail.d/qqrelay.conf"
+    broken, local = "/etc/fail2ban/jail.d/zz-admin.local", "/etc/fail2ban/jail.local"
+    theirs = "192.0.2.77"
+
+    def running() -> tuple[str, str]:
+        return (relay.check_output("systemctl show -p MainPID --value fail2ban"),
+                relay.check_output(f"fail2ban-client get {JAIL} maxretry"))
+
+    before = running()
+    relay.check_output(f"printf '[{JAIL}]\\nignoreip = %%(known/ignoreip)s {theirs}\\n' > {local}")
+    relay.check_output(f"printf '[broken\\n' > {broken}")
+    relay.check_output(f"sed -i 's/^maxretry = .*/maxretry = 99/' {jail}")  # the run undoes it
+    try:
+        refused = run_playbook(APPLY, "relays", {})
+        assert refused.returncode != 0, refused.stdout[-3000:]
+        assert "failed to validate" in refused.stdout, refused.stdout[-3000:]
+        assert "parsing errors" in refused.stdout, refused.stdout[-3000:]
+        assert running() == before
+        assert "maxretry = 99" in relay.file(jail).content_string
+        relay.check_output(f"rm {broken}")
+        applied = run_playbook(APPLY, "relays", {})
+        assert applied.returncode == 0, applied.stdout[-3000:]
+        after = running()
+        assert after[0] != before[0]  # restarted
+        assert after[1] == before[1]
+        ignored = relay.check_output(f"fail2ban-client get {JAIL} ignoreip")
+        assert theirs in ignored, ignored
+        assert "127.0.0.0/8" in ignored, ignored  # the jail's own (127.0.0.1/8)
+        assert "[DEFAULT]" not in relay.file(jail).content_string
+    finally:
+        relay.run(f"rm -f {broken} {local} && systemctl restart fail2ban")
+
+
 def test_check_mode_changes_nothing() -> None:
-    result = run_playbook(SITE, "relays", {}, options=("--check", "--diff"))
+    """Also when Ansible runs from another address (the jail is the same whoever runs it)."""
+    result = run_playbook(SITE, "relays", {"ansible_docker_extra_env": {
+        "SSH_CLIENT": "203.0.113.9 50022 22"}}, options=("--check", "--diff"))
     assert result.returncode == 0, result.stdout[-3000:]
     assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
 
