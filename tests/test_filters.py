@@ -446,14 +446,17 @@ def test_a_run_fingerprint_changes_with_what_the_run_reads(tmp_path) -> None:
     (tmp_path / "roles" / "r" / "__pycache__").mkdir(parents=True)
     (tmp_path / "roles" / "r" / "main.yml").write_text("a: 1\n")
     (tmp_path / "roles" / "r" / "__pycache__" / "x.pyc").write_bytes(b"1")
+    (tmp_path / "playbooks" / "vars").mkdir(parents=True)
+    (tmp_path / "playbooks" / "vars" / "links.yml").write_text("x: 1\n")
     hostvars = {"r1": {"relay_ha_vip": "10.0.0.9", "ansible_host": "10.0.0.1", "other": 1},
                 "r2": {"relay_ha_vip": "10.0.0.9", "ansible_host": "10.0.0.2"}}
 
     def print_of(variables=hostvars, hosts=("r1", "r2"), platform=("Debian", "12")) -> str:
         return ha.run_fingerprint(list(hosts), variables, ["relay_ha_"], str(tmp_path),
-                                  ["roles", "plugins"], list(platform))
+                                  ["roles", "plugins", "playbooks"], list(platform))
     first = print_of()
-    assert first == print_of(hosts=("r2", "r1", "r1"))  # a set of hosts
+    assert first == print_of(hosts=("r1", "r2", "r1"))  # each host counts once
+    assert first != print_of(hosts=("r2", "r1"))  # the order sets priorities and shares
     assert first == print_of({**hostvars, "r1": {**hostvars["r1"], "other": 2}})  # not read
     assert first != print_of({**hostvars, "r2": {**hostvars["r2"], "ansible_host": "10.0.0.3"}})
     assert first != print_of({**hostvars, "r1": {**hostvars["r1"], "relay_ha_vip": "10.0.0.8"}})
@@ -461,7 +464,10 @@ def test_a_run_fingerprint_changes_with_what_the_run_reads(tmp_path) -> None:
     (tmp_path / "roles" / "r" / "__pycache__" / "x.pyc").write_bytes(b"2")
     assert first == print_of()  # compiled files are not the toolkit
     (tmp_path / "roles" / "r" / "main.yml").write_text("a: 2\n")
-    assert first != print_of()
+    second = print_of()
+    assert second != first
+    (tmp_path / "playbooks" / "vars" / "links.yml").write_text("x: 2\n")  # what roles read
+    assert print_of() != second
 
 
 def test_a_new_relay_waits_for_the_running_peers_to_list_it() -> None:

@@ -136,13 +136,15 @@ def run_fingerprint(hosts: list, hostvars: Mapping[str, Any], prefixes: list,
                     root: str, trees: list, platform: object = None) -> str:
     """SHA-256 of what a site.yml run on a relay reads: the variables of ``hosts`` (this
     relay and the peers whose settings its files name) whose names start with one of
-    ``prefixes``, plus their ``ansible_host``; every file of the toolkit under
-    ``root``/``trees`` (roles and plugins); and ``platform`` (the relay's release).
+    ``prefixes``, plus their ``ansible_host``; the order in which ``hosts`` first name
+    them (the inventory's order sets keepalived's priorities and the budget shares);
+    every file of the toolkit under ``root``/``trees`` (roles, plugins and playbooks,
+    whose links.yml says what each role reads); and ``platform`` (the relay's release).
     Equal fingerprints mean the run renders what the last complete run rendered. A value
     that cannot be read (an undefined variable) counts by its error's name, so it still
     compares equal to itself."""
     digest = hashlib.sha256()
-    inputs: dict[str, Any] = {"": platform}
+    inputs: dict[str, Any] = {"": platform, "order": list(dict.fromkeys(hosts))}
     for host in sorted(set(hosts)):
         variables = hostvars[host]
         chosen: dict[str, Any] = {}
