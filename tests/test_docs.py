@@ -56,3 +56,19 @@ def test_ansible_doc_shows_the_role_interface(role: str) -> None:
                            capture_output=True, text=True, check=True, cwd=docs.ROOT).stdout
     for name in docs.argument_spec(role)["options"]:
         assert name in shown
+
+
+def test_the_links_table_of_the_design_lists_every_link() -> None:
+    """docs/design.md's table says, for each variable of playbooks/vars/links.yml, which
+    variables of other roles it is made from (every one its expression reads)."""
+    links = yaml.safe_load((docs.ROOT / "playbooks" / "vars" / "links.yml").read_text())
+    design = (docs.ROOT / "docs" / "design.md").read_text()
+    table = design.split("| link | from | to |", 1)[1].split("\n\n", 1)[0]
+    rows = [row.split("|")[1:4] for row in table.strip().splitlines()[1:]]
+    sources = {target: set(re.findall(r"`(\w+)`", source))
+               for _, source, targets in rows for target in re.findall(r"`(\w+)`", targets)}
+    assert set(sources) == set(links), set(sources) ^ set(links)
+    prefixes = ("postfix_relay_", "firewall_", "mail_logs_", "relay_metrics_", "relay_ha_")
+    for target, expression in links.items():
+        read = set(re.findall(r"\b(\w+)\b", expression)) - {target}
+        assert {name for name in read if name.startswith(prefixes)} <= sources[target], target
