@@ -10,6 +10,7 @@ from conftest import filter_plugin
 networks = filter_plugin("networks")
 regex = filter_plugin("regex")
 ha = filter_plugin("ha")
+acme = filter_plugin("acme")
 
 
 @pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0", "8.0.0.0/8", "16.0.0.0/4",
@@ -564,3 +565,32 @@ def test_an_address_of_one_client_under_anothers_domain_is_refused() -> None:
         "postfix_relay_submission_clients[1] (billing): sender billing@apps.test is also "
         "covered by postfix_relay_submission_clients[2] (same)'s @apps.test: give each address "
         "to one client, listing addresses instead of the domain."]
+
+
+def test_certbot_asks_as_the_recorded_request_says() -> None:
+    http = {"domains": ["relay.example.com", "mx.example.com"], "challenge": "http-01",
+            "directory": "https://acme.test/dir", "plugin": "", "email": "", "propagation": None}
+    argv = acme.certbot_argv(http, "qqrelay-submission", ["postfix"], "/etc/qqrelay/dns.ini", False)
+    assert argv[:6] == ["certbot", "certonly", "--non-interactive", "--agree-tos",
+                        "--cert-name", "qqrelay-submission"]
+    assert argv[argv.index("--server") + 1] == "https://acme.test/dir"
+    assert argv[argv.index("--deploy-hook") + 1] == "systemctl try-reload-or-restart postfix"
+    assert "--register-unsafely-without-email" in argv
+    assert argv[argv.index("--standalone"):argv.index("--standalone") + 5] == [
+        "--standalone", "--preferred-challenges", "http", "--http-01-port", "80"]
+    assert argv[-2:] == ["--domain=relay.example.com", "--domain=mx.example.com"]
+    assert "--force-renewal" not in argv
+    assert "--authenticator" not in argv
+    dns = {**http, "challenge": "dns-01", "plugin": "dns-rfc2136", "email": "ops@example.com",
+           "propagation": 5}
+    argv = acme.certbot_argv(dns, "web", ["nginx", "postfix"], "/etc/qqrelay/dns.ini", True)
+    assert argv[argv.index("--authenticator") + 1] == "dns-rfc2136"
+    assert argv[argv.index("--dns-rfc2136-credentials") + 1] == "/etc/qqrelay/dns.ini"
+    assert argv[argv.index("--dns-rfc2136-propagation-seconds") + 1] == "5"
+    assert argv[argv.index("--email") + 1] == "ops@example.com"
+    assert argv[argv.index("--deploy-hook") + 1] == "systemctl try-reload-or-restart nginx postfix"
+    assert "--force-renewal" in argv
+    assert "--standalone" not in argv
+    assert "--deploy-hook" not in acme.certbot_argv(http, "x", [], "", False)
+    assert "--dns-rfc2136-propagation-seconds" not in acme.certbot_argv(
+        {**dns, "propagation": None}, "web", [], "/f", False)
