@@ -201,16 +201,17 @@ def test_sender_headers_but_from_arrive_as_written(client, normal_upstream, sett
 def test_a_long_outage_loses_nothing_and_storms_no_logins(relay, client, normal_upstream,
                                                           settings) -> None:
     account = settings["qqrelay_test_account"]
+    count = 12  # enough to need several deliveries a login; each takes RATE_DELAY after
     normal_upstream.fault("down")
     down_since = time.time()
-    sent = relay_mail(client, RELAY_IP, count=25)
+    sent = relay_mail(client, RELAY_IP, count=count)
     time.sleep(max(0.0, down_since + 180 - time.time()))  # three minutes down
     assert not log_lines(relay, "status=bounced (connect to smtp.qq.test")
-    assert len(postfix_queue(relay)) >= 25
+    assert len(postfix_queue(relay)) >= count
     normal_upstream.fault("normal")
     recovered = time.time()
     relay.check_output("postqueue -f")
-    normal_upstream.wait_for_all(sent["tokens"], timeout=25 * RATE_DELAY + 120)
+    normal_upstream.wait_for_all(sent["tokens"], timeout=count * RATE_DELAY + 120)
     for token in sent["tokens"]:
         assert len(normal_upstream.messages(token)) == 1, token  # exactly once
     assert len(logins(normal_upstream, account, recovered)) <= 3
