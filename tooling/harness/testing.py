@@ -52,8 +52,11 @@ def molecule_inventory() -> tuple[dict[str, list[str]], dict[str, Any]]:
     return groups, shared
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 2.0) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``. Every
+    2 s by default: most conditions are a ``docker exec`` into a container, and three
+    scenarios side by side on two cores feel each of them (tests that time a failover
+    poll faster)."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
