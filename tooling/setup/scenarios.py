@@ -27,10 +27,10 @@ LOGS = ROOT / ".molecule-logs"
 DISTROS = ("debian11", "debian12", "debian13")
 # default (the plumbing and the installed collection) first: when the plumbing is
 # broken, it says so soonest. Then the longest first, each to the lane that frees first,
-# which keeps the lanes about even with the measured times (2026-12-03, Debian 13, two
-# at a time: postfix_relay 17 min, ha 16, day2 14, submission 12, budget 11, monitoring
-# 6.5, site 6, firewall 5.5, mail_logs 2.5, default 2.5; 93 min in all, 46 min on two
-# lanes, about 31 on three before they slow each other down).
+# which keeps the lanes about even with the measured times (e90d2f2, 2026-12-03, Debian
+# 13, three at a time: submission 20.5 min, postfix_relay 15, day2 13.5, ha 10.5, budget
+# 10, site 5.5, monitoring 5.5, firewall 4.5, default 2.5, mail_logs 2.5; 31 min for the
+# three lanes).
 ORDER = ("default", "postfix_relay", "submission", "ha", "day2", "budget", "monitoring", "site",
          "firewall", "mail_logs")
 # Scenarios whose roles refuse a distro (with the reason, in the role's checks).
