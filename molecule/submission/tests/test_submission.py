@@ -424,6 +424,56 @@ def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> 
     assert credentials["secret"] not in result.stdout
 
 
+WEB = "web.submission.test"
+# A TLS service that is not Postfix: it reads the certificate when it starts.
+WEB_SERVER = (
+    "import http.server, ssl; live = '/etc/letsencrypt/live/web/'; "
+    "server = http.server.HTTPServer(('', 8443), http.server.SimpleHTTPRequestHandler); "
+    "context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); "
+    "context.load_cert_chain(live + 'fullchain.pem', live + 'privkey.pem'); "
+    "server.socket = context.wrap_socket(server.socket, server_side=True); server.serve_forever()")
+# The certificate it serves, verified as pebble's for WEB (its SHA-256), or nothing.
+SERVED = ("import hashlib, socket, ssl; c = ssl.create_default_context(cafile='" + ROOT + "'); "
+          "s = c.wrap_socket(socket.create_connection(('127.0.0.1', 8443)), "
+          "server_hostname='" + WEB + "'); print(hashlib.sha256(s.getpeercert(True)).hexdigest())")
+
+
+def test_the_acme_role_alone_serves_a_service_that_is_not_postfix(app: Any) -> None:
+    """The acme role by itself on another host: a certificate for a web service by dns-01,
+    the service reloaded by each renewal, and deleted with acme_state absent."""
+    settings = group_vars(__file__, "all")
+    credentials = {"server": addresses(__file__)["sub-upstream"], "port": 53,
+                   "name": "qqrelay-acme", "secret": settings["qqrelay_test_dns_key"],
+                   "algorithm": "HMAC-SHA256"}
+    web = {"acme_certificate_name": "web", "acme_domains": [WEB], "acme_challenge": "dns-01",
+           "acme_dns_plugin": "dns-rfc2136", "acme_dns_propagation_seconds": 2,
+           "acme_dns_credentials": "\n".join(f"dns_rfc2136_{key} = {value}"
+                                             for key, value in credentials.items()),
+           "acme_directory": group_vars(__file__, "relays")["postfix_relay_acme_directory"],
+           "acme_ca_file": ACME_CA, "acme_reload_services": ["qqrelay-test-web"]}
+    issued = run_playbook(HERE / "acme_alone.yml", "clients_outside", web)
+    assert issued.returncode == 0, issued.stdout[-3000:]
+    assert credentials["secret"] not in issued.stdout
+    app.check_output(f"systemd-run --unit qqrelay-test-web python3 -c {shlex.quote(WEB_SERVER)}")
+    try:
+        first = wait_until(lambda: app.run(f"python3 -c {shlex.quote(SERVED)}").stdout.strip(),
+                           30, "the web service on 8443")
+        assert app.file("/etc/letsencrypt/renewal/web.conf").contains("authenticator = dns-rfc2136")
+        again = run_playbook(HERE / "acme_alone.yml", "clients_outside", web)
+        assert "changed=0" in again.stdout.split("PLAY RECAP")[-1], again.stdout[-3000:]
+        renewed = app.run(f"REQUESTS_CA_BUNDLE={ACME_CA} certbot renew --force-renewal "
+                          "--cert-name web --non-interactive --no-random-sleep-on-renew")
+        assert renewed.rc == 0, renewed.stdout + renewed.stderr
+        wait_until(lambda: app.run(f"python3 -c {shlex.quote(SERVED)}").stdout.strip()
+                   not in ("", first), 30, "the renewed certificate served")
+    finally:
+        app.run("systemctl stop qqrelay-test-web")
+    gone = run_playbook(HERE / "acme_alone.yml", "clients_outside", {**web, "acme_state": "absent"})
+    assert gone.returncode == 0, gone.stdout[-3000:]
+    assert not app.file("/etc/letsencrypt/live/web").exists
+    assert not app.file("/etc/letsencrypt/renewal/web.conf").exists
+
+
 def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, client: Any,
                                                           normal_upstream: Any) -> None:
     main_cf = relay.file("/etc/postfix/main.cf").content_string
