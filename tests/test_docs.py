@@ -68,7 +68,8 @@ def test_the_links_table_of_the_design_lists_every_link() -> None:
     sources = {target: set(re.findall(r"`(\w+)`", source))
                for _, source, targets in rows for target in re.findall(r"`(\w+)`", targets)}
     assert set(sources) == set(links), set(sources) ^ set(links)
-    prefixes = ("postfix_relay_", "firewall_", "mail_logs_", "relay_metrics_", "relay_ha_")
+    prefixes = ("postfix_relay_", "firewall_", "acme_", "submission_", "mail_logs_",
+                "relay_metrics_", "relay_ha_")
     for target, expression in links.items():
         read = set(re.findall(r"\b(\w+)\b", expression)) - {target}
         assert {name for name in read if name.startswith(prefixes)} <= sources[target], target

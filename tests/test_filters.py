@@ -503,22 +503,20 @@ SUBMISSION_ACCOUNTS = [{"account": "team@qq.com",
      "secret is weak"),
     ({"name": "app1", "secret": "Qz8vLm3TxK9wPr2NcY7hB5d", "senders": ["ops@example.com"]},
      "authorization code"),
-    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["x@example.com"]},
-     "no account covers the sender x@example.com"),
-    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["@example.com"]},
-     "no account covers the sender @example.com"),
+    ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["x@"]},
+     "sender x@ is not an address"),
     ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": []}, "senders must list"),
     ({"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["ops@example.com"],
       "hourly_limit": 0}, "hourly_limit must be"),
 ])
 def test_submission_clients_are_checked(client: dict, expected: str | None) -> None:
     check = filter_plugin("submission").invalid_submission_clients
-    found = check([client], SUBMISSION_ACCOUNTS, "relay@qq.com", ["Qz8vLm3TxK9wPr2NcY7hB5d"])
+    found = check([client], ["Qz8vLm3TxK9wPr2NcY7hB5d"])
     if expected is None:
         assert found == []
     else:
         assert len(found) == 1, found
-        assert found[0].startswith("postfix_relay_submission_clients[0]"), found
+        assert found[0].startswith("submission_clients[0]"), found
         assert expected in found[0], found
         assert client.get("secret", "") == "" or client["secret"] not in found[0]
 
@@ -526,9 +524,23 @@ def test_submission_clients_are_checked(client: dict, expected: str | None) -> N
 def test_two_clients_with_one_name_are_refused() -> None:
     check = filter_plugin("submission").invalid_submission_clients
     client = {"name": "app1", "secret": "Vq3xL9pT7mZr2KcW8nHs4Yd", "senders": ["ops@example.com"]}
-    found = check([client, client], SUBMISSION_ACCOUNTS, "relay@qq.com")
-    assert found == ["postfix_relay_submission_clients[1] (app1): the name app1 is given to two "
-                     "clients."]
+    found = check([client, client])
+    assert found == ["submission_clients[1] (app1): the name app1 is given to two clients."]
+
+
+@pytest.mark.parametrize(("senders", "expected"), [
+    (["ops@example.com", "@apps.example.com"], []),
+    (["x@example.com"], ["no account covers the sender x@example.com"]),
+    (["@example.com"], ["no account covers the sender @example.com"]),
+    ([], ["senders must list"]),
+])
+def test_each_logins_senders_are_covered_by_an_account(senders: list, expected: list) -> None:
+    check = filter_plugin("submission").uncovered_login_senders
+    found = check([{"name": "app1", "senders": senders}], SUBMISSION_ACCOUNTS, "relay@qq.com")
+    assert len(found) == len(expected), found
+    for line, part in zip(found, expected, strict=True):
+        assert line.startswith("postfix_relay_login_senders[0] (app1): ")
+        assert part in line
 
 
 def test_the_senders_table_names_each_senders_logins() -> None:
@@ -551,19 +563,17 @@ def test_each_account_keeps_its_own_from_header() -> None:
 
 
 def test_an_address_of_one_client_under_anothers_domain_is_refused() -> None:
-    accounts = [{"account": "team@qq.com", "senders": ["@apps.test"]}]
     secret = "hvbwkqzmtrplxncdXYZ12"
     clients = [{"name": "wide", "secret": secret, "senders": ["@apps.test"]},
                {"name": "billing", "secret": secret + "x", "senders": ["billing@apps.test"]},
                {"name": "same", "secret": secret + "y", "senders": ["@apps.test"]}]
-    bad = filter_plugin("submission").invalid_submission_clients(clients, accounts,
-                                                                 "relay@qq.com")
+    bad = filter_plugin("submission").invalid_submission_clients(clients)
     assert bad == [
-        "postfix_relay_submission_clients[1] (billing): sender billing@apps.test is also "
-        "covered by postfix_relay_submission_clients[0] (wide)'s @apps.test: give each address "
+        "submission_clients[1] (billing): sender billing@apps.test is also "
+        "covered by submission_clients[0] (wide)'s @apps.test: give each address "
         "to one client, listing addresses instead of the domain.",
-        "postfix_relay_submission_clients[1] (billing): sender billing@apps.test is also "
-        "covered by postfix_relay_submission_clients[2] (same)'s @apps.test: give each address "
+        "submission_clients[1] (billing): sender billing@apps.test is also "
+        "covered by submission_clients[2] (same)'s @apps.test: give each address "
         "to one client, listing addresses instead of the domain."]
 
 

@@ -1,5 +1,6 @@
-"""Who mail leaves as: authenticated submission (postfix_relay_submission_clients), the
-checks of the clients and the tables Postfix reads for them; and the From: header each
+"""Who mail leaves as: the clients of authenticated submission (submission_clients) and
+their checks; the senders each login may use (postfix_relay_login_senders), checked
+against the accounts, and the tables Postfix reads for them; the From: header each
 account's mail leaves with."""
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ SENDER = re.compile(r"([^@\s/]+)?@[^@\s/]+\.[^@\s/]+")  # an address, or a domai
 SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")  # of a POSIX extended regular expression
 MIN_SECRET = 20
 MIN_DISTINCT = 10
-VARIABLE = "postfix_relay_submission_clients"
+VARIABLE = "submission_clients"
+LOGINS = "postfix_relay_login_senders"
 
 
 def _covered(sender: str, patterns: list[str]) -> bool:
@@ -25,24 +27,24 @@ def _covered(sender: str, patterns: list[str]) -> bool:
     return False
 
 
-def invalid_submission_clients(clients: list, sender_accounts: list, account: str,
-                               codes: list | None = None) -> list:
-    """What is wrong with each client, named ``postfix_relay_submission_clients[N]`` (or by
-    its name): a name that is not a login, twice the same name, a missing or weak secret
-    (fewer than 20 characters or 10 different ones, one of the accounts' authorization
-    codes), no senders, a sender that is not an address or @domain, or one that no account
-    covers (an account's own address, or an entry of postfix_relay_sender_accounts'
-    senders), a limit that is not a positive whole number."""
+def _covering(sender: str, patterns: list[str]) -> str | None:
+    return next((p for p in patterns if _covered(sender, [p])), None)
+
+
+def invalid_submission_clients(clients: list, codes: list | None = None,
+                               variable: str = VARIABLE) -> list:
+    """What is wrong with each client, named ``submission_clients[N]`` (or by its name): a
+    name that is not a login, twice the same name, a missing or weak secret (fewer than 20
+    characters or 10 different ones, one of ``codes``: the accounts' authorization codes),
+    no senders, a sender that is not an address or @domain, an address another client's
+    @domain also covers, a limit that is not a positive whole number."""
     bad: list[str] = []
     codes = [str(code) for code in codes or [] if code]
-    patterns = [str(account)]
-    for entry in sender_accounts or []:
-        patterns += [str(entry.get("account", "")), *map(str, entry.get("senders") or [])]
     seen: set[str] = set()
     for index, client in enumerate(clients or []):
         client = client if isinstance(client, dict) else {}
         name = str(client.get("name") or "")
-        label = f"{VARIABLE}[{index}]" + (f" ({name})" if name else "")
+        label = f"{variable}[{index}]" + (f" ({name})" if name else "")
         if not NAME.fullmatch(name):
             bad.append(f"{label}: name must be a login of lower-case letters, digits, '.', '_' "
                        "or '-' (at most 64), starting with a letter or digit.")
@@ -66,15 +68,8 @@ def invalid_submission_clients(clients: list, sender_accounts: list, account: st
         if not isinstance(senders, list) or not senders:
             bad.append(f"{label}: senders must list the addresses (or @domains) it sends as.")
             senders = []
-        for sender in senders:
-            sender = str(sender)
-            if not SENDER.fullmatch(sender):
-                bad.append(f"{label}: sender {sender} is not an address or a domain written "
-                           "@example.com.")
-            elif not _covered(sender, patterns):
-                bad.append(f"{label}: no account covers the sender {sender}; add it to the senders "
-                           "of an account in postfix_relay_sender_accounts (its mail then leaves "
-                           "as that account), or give the client senders an account covers.")
+        bad += [f"{label}: sender {sender} is not an address or a domain written @example.com."
+                for sender in map(str, senders) if not SENDER.fullmatch(sender)]
         # An address one client has, which another client's @domain also covers: which of
         # them may send as it would depend on the order of the entries. Refused.
         for other, peer in enumerate(clients or []):
@@ -83,14 +78,37 @@ def invalid_submission_clients(clients: list, sender_accounts: list, account: st
             for sender in (str(s) for s in senders if not str(s).startswith("@")):
                 if other != index and _covered(sender, domains):
                     bad.append(f"{label}: sender {sender} is also covered by "
-                               f"{VARIABLE}[{other}] ({peer.get('name')})'s "
-                               f"{next(d for d in domains if _covered(sender, [d]))}: give each "
+                               f"{variable}[{other}] ({peer.get('name')})'s "
+                               f"{_covering(sender, domains)}: give each "
                                "address to one client, listing addresses instead of the domain.")
         limit = client.get("hourly_limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):
             bad.append(f"{label}: hourly_limit must be a whole number of recipients an hour, 1 or "
                        f"more (got {limit!r}).")
+    return bad
+
+
+def uncovered_login_senders(logins: list, sender_accounts: list, account: str,
+                            variable: str = LOGINS) -> list:
+    """The senders of each login (``postfix_relay_login_senders[N]``: {name, senders}) that
+    no account covers (an account's own address, or an entry of
+    postfix_relay_sender_accounts' senders): their mail could not leave as an account."""
+    patterns = [str(account)]
+    for entry in sender_accounts or []:
+        patterns += [str(entry.get("account", "")), *map(str, entry.get("senders") or [])]
+    bad = []
+    for index, login in enumerate(logins or []):
+        login = login if isinstance(login, dict) else {}
+        label = f"{variable}[{index}] ({login.get('name')})"
+        if not isinstance(login.get("senders"), list) or not login.get("senders"):
+            bad.append(f"{label}: senders must list the addresses (or @domains) it sends as.")
+            continue
+        bad += [f"{label}: no account covers the sender {sender}; add it to the senders of an "
+                "account in postfix_relay_sender_accounts (its mail then leaves as that "
+                "account), or give the client senders an account covers."
+                for sender in map(str, login["senders"])
+                if SENDER.fullmatch(sender) and not _covered(sender, patterns)]
     return bad
 
 
@@ -139,5 +157,6 @@ def from_header_tables(accounts: list, transports: list, folder: str) -> list:
 class FilterModule:
     def filters(self) -> dict:
         return {"invalid_submission_clients": invalid_submission_clients,
+                "uncovered_login_senders": uncovered_login_senders,
                 "submission_senders": submission_senders,
                 "from_header_tables": from_header_tables}

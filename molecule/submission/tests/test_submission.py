@@ -35,7 +35,7 @@ APPLY = HERE / "apply.yml"
 RELAY = addresses(__file__)["sub-relay"]
 GUESSER = addresses(__file__)["sub-guesser"]
 NAME = group_vars(__file__, "relays")["postfix_relay_hostname"]
-CLIENTS = {c["name"]: c for c in group_vars(__file__, "relays")["postfix_relay_submission_clients"]}
+CLIENTS = {c["name"]: c for c in group_vars(__file__, "relays")["submission_clients"]}
 APP, NOISY = CLIENTS["app1"], CLIENTS["noisy"]
 TEAM = group_vars(__file__, "relays")["postfix_relay_sender_accounts"][0]["account"]
 ACME_CA = group_vars(__file__, "all")["qqrelay_test_acme_ca_file"]
@@ -251,7 +251,8 @@ def test_a_renewed_certificate_is_served_and_no_mail_is_lost(app: Any, relay: An
     sender = threading.Thread(target=stream)
     sender.start()
     renewal = relay.run(f"REQUESTS_CA_BUNDLE={ACME_CA} certbot renew --force-renewal "
-                        "--cert-name qqrelay-submission --non-interactive")
+                        "--cert-name qqrelay-submission --non-interactive "
+                        "--no-random-sleep-on-renew")
     sender.join(timeout=300)
     assert renewal.rc == 0, renewal.stdout + renewal.stderr
     assert len(results) == 8, results
@@ -361,7 +362,7 @@ def test_check_mode_changes_nothing() -> None:
     assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
 
 
-CLIENTS_VAR = "postfix_relay_submission_clients"
+CLIENTS_VAR = "submission_clients"
 SENDER = "app9@apps.submission.test"
 BAD_INPUTS = [
     ({CLIENTS_VAR: [{"name": "app9", "senders": [SENDER]}]}, "secret"),
@@ -380,7 +381,7 @@ BAD_INPUTS = [
      f"{CLIENTS_VAR}[0] (app9)'s @apps.submission.test"),
     ({"postfix_relay_client_networks": ["0.0.0.0/0"]},
      "postfix_relay_client_networks has networks that cover"),
-    ({"postfix_relay_submission_ports": [25]}, "postfix_relay_submission_ports must list 587"),
+    ({"submission_ports": [25]}, "submission_ports must list 587"),
     ({"firewall_submission_sources": ["0.0.0.0/0"]}, "say `anywhere`"),
     ({"firewall_submission_sources": []}, "would be open to nobody"),
 ]
@@ -405,10 +406,10 @@ def test_a_certificate_by_dns_01(app: Any, relay: Any, normal_upstream: Any) -> 
     credentials = {"server": addresses(__file__)["sub-upstream"], "port": 53,
                    "name": "qqrelay-acme", "secret": settings["qqrelay_test_dns_key"],
                    "algorithm": "HMAC-SHA256"}
-    dns = {"postfix_relay_acme_challenge": "dns-01",
-           "postfix_relay_acme_dns_plugin": "dns-rfc2136",
-           "postfix_relay_acme_dns_propagation_seconds": 2,
-           "postfix_relay_acme_dns_credentials": "\n".join(
+    dns = {"acme_challenge": "dns-01",
+           "acme_dns_plugin": "dns-rfc2136",
+           "acme_dns_propagation_seconds": 2,
+           "acme_dns_credentials": "\n".join(
                f"dns_rfc2136_{key} = {value}" for key, value in credentials.items())}
     result = run_playbook(SITE, "relays", dns)
     assert result.returncode == 0, result.stdout[-3000:]
@@ -449,7 +450,7 @@ def test_the_acme_role_alone_serves_a_service_that_is_not_postfix(app: Any) -> N
            "acme_dns_plugin": "dns-rfc2136", "acme_dns_propagation_seconds": 2,
            "acme_dns_credentials": "\n".join(f"dns_rfc2136_{key} = {value}"
                                              for key, value in credentials.items()),
-           "acme_directory": group_vars(__file__, "relays")["postfix_relay_acme_directory"],
+           "acme_directory": group_vars(__file__, "relays")["acme_directory"],
            "acme_ca_file": ACME_CA, "acme_reload_services": ["qqrelay-test-web"]}
     issued = run_playbook(HERE / "acme_alone.yml", "clients_outside", web)
     assert issued.returncode == 0, issued.stdout[-3000:]
@@ -478,7 +479,7 @@ def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, 
                                                           normal_upstream: Any) -> None:
     main_cf = relay.file("/etc/postfix/main.cf").content_string
     # As an extra variable: the scenario's group_vars files outrank another inventory's.
-    off = {"postfix_relay_submission_clients": []}
+    off = {"submission_clients": []}
     for _ in range(2):  # the second run finds nothing left to take away
         result = run_playbook(SITE, "relays", off)
         assert result.returncode == 0, result.stdout[-3000:]
@@ -490,7 +491,7 @@ def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, 
     for package in ("dovecot-core", "policyd-rate-limit", "certbot", "fail2ban"):
         assert not relay.package(package).is_installed, package
     for path in ("/etc/dovecot", "/etc/letsencrypt", "/etc/qqrelay/submission.json",
-                 "/etc/qqrelay/acme-request.json", "/etc/postfix/submission_senders",
+                 "/etc/qqrelay/acme", "/etc/postfix/submission_senders",
                  "/etc/postfix/submission_sender_access",
                  "/etc/fail2ban", "/etc/qqrelay/bans.json", "/etc/policyd-rate-limit.yaml",
                  "/etc/systemd/system/certbot.service.d"):
