@@ -490,7 +490,8 @@ def test_turned_off_everything_goes_and_on_again_it_works(app: Any, relay: Any, 
     assert "80/tcp" not in relay.check_output("ufw status")  # ACME's port closed again
     for package in ("dovecot-core", "policyd-rate-limit", "certbot", "fail2ban"):
         assert not relay.package(package).is_installed, package
-    for path in ("/etc/dovecot", "/etc/letsencrypt", "/etc/qqrelay/submission.json",
+    for path in ("/etc/dovecot", "/etc/letsencrypt", "/etc/ansible/facts.d/qqrelay_submission.fact",
+                 "/etc/ansible/facts.d/qqrelay_acme.fact",
                  "/etc/qqrelay/acme", "/etc/postfix/submission_senders",
                  "/etc/postfix/submission_sender_access",
                  "/etc/fail2ban", "/etc/qqrelay/bans.json", "/etc/policyd-rate-limit.yaml",
