@@ -549,8 +549,8 @@ def test_bad_input_is_refused_naming_the_variable(client) -> None:
                 "share the VRRP address 172.30.108.11",
                 "relay_ha_vip 10.9.9.9/24: the peers' addresses",
                 "relay_ha_vip 172.30.108.12/24 is the own address of a peer (ha-relay-2)",
-                "postfix_relay_inet_protocols is ipv6: Postfix would not accept mail on the "
-                "virtual IPv4 address",
+                "relay_ha_postfix_protocols (site.yml: postfix_relay_inet_protocols) is ipv6: "
+                "Postfix would not accept mail on the virtual IPv4 address",
                 "relay_ha_preempt_delay must be 0 to 1000 seconds"]
     results = run_cases(PLAYBOOKS / "site.yml", "relays", client.backend.name, cases,
                         options=("-e", f"qqrelay_serial={len(cases)}"))  # one batch: all run
