@@ -21,6 +21,7 @@ from tooling.harness.testing import (
     can_connect,
     group_vars,
     log_lines,
+    module_count_env,
     mtail_metric,
     relay_mail,
     run_cases,
@@ -352,6 +353,18 @@ def test_the_jail_keeps_the_administrators_settings_and_is_tested_before_a_resta
     finally:  # as the role left it, whatever failed
         relay.run(f"rm -f {broken} {local} && printf '%s' {shlex.quote(original)} > {jail}"
                   " && systemctl restart fail2ban")
+
+
+def test_a_converged_rerun_with_everything_on_only_reads_the_relay(tmp_path: Path) -> None:
+    """site.yml on the converged relay with submission, its certificate, bans and metrics:
+    nothing changes, and it costs at most 8 module executions (loop items counted)."""
+    count_file = tmp_path / "count.json"
+    result = run_playbook(SITE, "relays", {}, env=module_count_env(count_file))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "changed=0" in result.stdout.split("PLAY RECAP")[-1], result.stdout[-3000:]
+    counts = json.loads(count_file.read_text())
+    print(f"module executions of the re-run: {counts['hosts']}: {counts['tasks']}")
+    assert counts["hosts"]["sub-relay"] <= 8, counts
 
 
 def test_check_mode_changes_nothing() -> None:
