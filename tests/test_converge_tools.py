@@ -47,6 +47,26 @@ def test_the_probe_describes_files_reads_contents_and_runs_commands(tmp_path: Pa
     assert found["commands"]["echo"] == {"rc": 0, "stdout": "a b", "stderr": ""}
     assert found["commands"]["fails"]["rc"] == 1
     assert found["commands"]["none"]["rc"] == 127
+    assert found["packages"] == {}
+
+
+def test_the_probe_says_each_packages_dpkg_status(tmp_path: Path) -> None:
+    """As dpkg-query shows it (a fake one here): installed, config-files, or not-installed
+    for a package dpkg has no record of."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dpkg-query"
+    fake.write_text("#!/bin/sh\nprintf 'postfix installed\\nufw config-files\\n'\n"
+                    "echo 'dpkg-query: no packages found matching nft' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"packages": ["postfix", "ufw",
+                                                                          "nft"]}}))
+    result = subprocess.run([sys.executable, str(PROBE), str(args_file)], capture_output=True,
+                            text=True, check=True,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    found = json.loads(result.stdout)["packages"]
+    assert found == {"postfix": "installed", "ufw": "config-files", "nft": "not-installed"}
 
 
 PLAYBOOK = """

@@ -252,9 +252,10 @@ def test_debconf_answers_that_differ() -> None:
 def test_postconf_settings_and_packages_and_units() -> None:
     assert converge.postconf_settings("maillog_file = /var/log/postfix.log\n") == {
         "maillog_file": "/var/log/postfix.log"}
-    shown = "postfix installed\nca-certificates installed\nlibsasl2-modules config-files\n"
-    assert converge.missing_packages(["postfix", "libsasl2-modules", "ufw"], shown) == [
-        "libsasl2-modules", "ufw"]
+    shown = {"postfix": "installed", "ca-certificates": "installed",
+             "libsasl2-modules": "config-files", "ufw": "not-installed"}
+    assert converge.missing_packages(["postfix", "libsasl2-modules", "ufw", "nft"], shown) == [
+        "libsasl2-modules", "ufw", "nft"]
     units = converge.systemd_units(
         "Id=postfix.service\nActiveState=active\nUnitFileState=enabled\n\n"
         "Id=qqrelay-budget.timer\nActiveState=inactive\nUnitFileState=enabled\n\n"

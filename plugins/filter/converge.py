@@ -81,12 +81,10 @@ def postconf_settings(text: object) -> dict:
     return settings
 
 
-def missing_packages(packages: list, shown: object) -> list:
-    """The ``packages`` that ``dpkg-query -W -f '${Package} ${db:Status-Status}\\n'``
-    does not show as installed."""
-    installed = {line.split()[0].split(":")[0] for line in str(shown or "").splitlines()
-                 if line.split()[1:] == ["installed"]}
-    return [name for name in packages if name not in installed]
+def missing_packages(packages: list, probed: dict) -> list:
+    """The ``packages`` that the probe's ``packages`` (name to dpkg status) does not show
+    as installed."""
+    return [name for name in packages if (probed or {}).get(name) != "installed"]
 
 
 def systemd_units(shown: object) -> dict:

@@ -25,6 +25,11 @@ options:
       (rc 127 when the program is missing).
     type: dict
     default: {}
+  packages:
+    description: Debian packages whose state to return, as dpkg knows it.
+    type: list
+    elements: str
+    default: []
 author: qqrelay toolkit
 """
 
@@ -34,7 +39,8 @@ EXAMPLES = r"""
     files: [/etc/postfix/main.cf]
     contents: [/etc/ufw/user.rules]
     commands:
-      postfix_installed: [dpkg-query, -W, -f, "${db:Status-Status}", postfix]
+      postfix_version: [postconf, -h, mail_version]
+    packages: [postfix]
   register: probe
 """
 
@@ -50,6 +56,11 @@ contents:
   type: dict
 commands:
   description: Per name, rc, stdout and stderr (stripped of the final line break).
+  returned: always
+  type: dict
+packages:
+  description: Per package, its dpkg status (C(installed), C(config-files)…), or
+    C(not-installed) when dpkg does not know it.
   returned: always
   type: dict
 """
@@ -101,12 +112,29 @@ def read(path):
         return None
 
 
+def packages(module, names):
+    """Each package's status (dpkg-query's ``db:Status-Status``), ``not-installed`` when
+    dpkg has no record of it."""
+    found = dict.fromkeys(names, "not-installed")
+    if names and module.get_bin_path("dpkg-query"):
+        _, out, _ = module.run_command(
+            ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *names],
+            environ_update={"LC_ALL": "C"})
+        for line in out.splitlines():
+            name, _, status = line.partition(" ")
+            name = name.split(":")[0]  # an architecture qualifier
+            if name in found and status:
+                found[name] = status
+    return found
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "files": {"type": "list", "elements": "path", "default": []},
             "contents": {"type": "list", "elements": "path", "default": []},
             "commands": {"type": "dict", "default": {}},
+            "packages": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -126,6 +154,7 @@ def main():
         files={path: describe(path) for path in module.params["files"]},
         contents={path: read(path) for path in module.params["contents"]},
         commands=commands,
+        packages=packages(module, module.params["packages"]),
     )
 
 
