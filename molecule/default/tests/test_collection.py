@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tooling.harness.testing import assert_left_as, send_mail
+from tooling.setup import minimums
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -63,10 +64,11 @@ def clean_env(home: Path) -> dict[str, str]:
             "ANSIBLE_HOST_KEY_CHECKING": "False"}
 
 
-def play(home: Path, playbook: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ansible-playbook", "-i", "inventory.yml", playbook],
+def play(home: Path, playbook: str, inventory: str = "inventory.yml",
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ansible-playbook", "-i", inventory, playbook],
                           capture_output=True, text=True, check=False, cwd=home,
-                          env=clean_env(home), timeout=900)
+                          env=env or clean_env(home), timeout=900)
 
 
 def changed(result: subprocess.CompletedProcess[str]) -> list[int]:
@@ -100,3 +102,30 @@ def test_the_collections_site_playbook_runs_from_the_installed_copy(user_dir: Pa
     site = play(user_dir, "qqrelay.relay.site")
     assert site.returncode == 0, (site.stdout + site.stderr)[-3000:]
     assert "PLAY [Mail relay to QQ Mail / Tencent Exmail]" in site.stdout
+
+
+def test_the_oldest_declared_ansible_converges_a_relay_that_relays(
+        user_dir: Path, tmp_path: Path, instances: dict[str, Any], upstream, settings) -> None:
+    """meta/runtime.yml's requires_ansible and galaxy.yml's community.general minimum,
+    installed (tooling.setup.minimums), run the installed collection's site playbook on a
+    fresh relay: a converge, a re-run that changes nothing, mail that reaches the fake."""
+    oldest = minimums.install(tmp_path / "oldest")
+    host = instances["minimums"][0]
+    inventory = json.loads((user_dir / "inventory.yml").read_text())
+    inventory["relays"]["hosts"] = {host.backend.name: {
+        "ansible_connection": "community.docker.docker"}}
+    (user_dir / "oldest.yml").write_text(json.dumps(inventory))
+    env = clean_env(user_dir)
+    env["ANSIBLE_COLLECTIONS_PATH"] += f":{oldest / 'collections'}"
+    env["PATH"] = f"{oldest / 'bin'}:{env['PATH']}"
+    first = play(user_dir, "qqrelay.relay.site", "oldest.yml", env)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    again = play(user_dir, "qqrelay.relay.site", "oldest.yml", env)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert changed(again) == [0], again.stdout[-3000:]
+    version = subprocess.run([oldest / "bin" / "ansible-playbook", "--version"],
+                             capture_output=True, text=True, check=True).stdout
+    assert f"core {minimums.minimums()[0]}]" in version, version
+    sent = send_mail(host, server="127.0.0.1", sender="app@internal.test", to="someone@example.net")
+    assert sent["accepted"], sent
+    assert_left_as(upstream.wait_for(sent["token"], timeout=60), settings["qqrelay_test_account"])
