@@ -9,6 +9,8 @@
    ``mtail`` packages without installing them (no daemon starts on this machine), for the
    tests of the alert rules and of the mtail program.
 5. The local test images (see ``tooling.setup.images``).
+6. The oldest ansible-core and community.general the collection declares, in
+   ``.cache/minimums`` (see ``tooling.setup.minimums``; the default scenario uses them).
 
 Run it with the machine's python3: ``python3 -m tooling.setup.bootstrap``. Standard library only.
 """
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tooling.setup import dockerd, images
+from tooling.setup import dockerd, images, minimums
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Docker daemon", dockerd.ensure),
         ("virtual environment", ensure_venv),
         ("promtool and mtail", ensure_programs),
+        ("oldest declared Ansible", minimums.install),
     ):
         started = time.monotonic()
         action()

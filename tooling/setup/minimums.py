@@ -1,6 +1,7 @@
 """The oldest Ansible the collection says it works with, installed to be tested.
 
-``python -m tooling.setup.minimums DEST`` makes a virtual environment in DEST with the
+``python -m tooling.setup.minimums [DEST]`` makes a virtual environment in DEST (default
+.cache/minimums, where the setup puts it) with the
 ansible-core of meta/runtime.yml's ``requires_ansible`` minimum and, in DEST/collections,
 the community.general of galaxy.yml's minimum with the community.docker and ansible.posix
 of the Ansible release that bundles it (no Ansible Galaxy here: that release's wheel from
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # below: a new minimum needs the release that brings it).
 BUNDLE = "ansible==10.1.0"
 COLLECTIONS = ("community/general", "community/docker", "ansible/posix")
+DEFAULT = ROOT / ".cache" / "minimums"
+STAMP = ".qqrelay-minimums"  # what DEST holds, so that a second install costs nothing
 
 
 def declared(path: Path, pattern: str) -> str:
@@ -40,8 +43,11 @@ def minimums() -> tuple[str, str]:
             declared(ROOT / "galaxy.yml", r"^\s*community\.general:"))
 
 
-def install(dest: Path) -> Path:
+def install(dest: Path = DEFAULT) -> Path:
     core, general = minimums()
+    wanted = f"{core} {general} {BUNDLE}\n"
+    if (dest / STAMP).exists() and (dest / STAMP).read_text() == wanted:
+        return dest
     python = dest / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(dest)], check=True)
@@ -59,13 +65,14 @@ def install(dest: Path) -> Path:
     if bundled != general:
         raise SystemExit(f"{BUNDLE} bundles community.general {bundled}, galaxy.yml requires "
                          f">={general}: set BUNDLE to the Ansible release that brings {general}")
+    (dest / STAMP).write_text(wanted)
     print(f"[minimums] ansible-core {core}, community.general {bundled} in {dest}", flush=True)
     return dest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path)
+    parser.add_argument("dest", type=Path, nargs="?", default=DEFAULT)
     install(parser.parse_args(argv).dest)
     return 0
 

@@ -105,11 +105,11 @@ def test_the_collections_site_playbook_runs_from_the_installed_copy(user_dir: Pa
 
 
 def test_the_oldest_declared_ansible_converges_a_relay_that_relays(
-        user_dir: Path, tmp_path: Path, instances: dict[str, Any], upstream, settings) -> None:
+        user_dir: Path, instances: dict[str, Any], upstream, settings) -> None:
     """meta/runtime.yml's requires_ansible and galaxy.yml's community.general minimum,
     installed (tooling.setup.minimums), run the installed collection's site playbook on a
     fresh relay: a converge, a re-run that changes nothing, mail that reaches the fake."""
-    oldest = minimums.install(tmp_path / "oldest")
+    oldest = minimums.install()  # in place after the setup
     host = instances["minimums"][0]
     inventory = json.loads((user_dir / "inventory.yml").read_text())
     inventory["relays"]["hosts"] = {host.backend.name: {
