@@ -297,6 +297,31 @@ def test_main_cf_settings_are_names_with_one_line_values(settings: dict, bad: li
     assert inputs.invalid_settings(settings, "v") == bad
 
 
+SERVICE = {"name": "submission", "port": 587, "options": {"smtpd_sasl_auth_enable": "yes"},
+           "requires": ["/etc/ssl/relay.pem"]}
+
+
+@pytest.mark.parametrize(("services", "expected"), [
+    ([SERVICE, {**SERVICE, "name": "submissions", "port": 465}], []),
+    ([{**SERVICE, "name": "Sub mission"}], "name must be its own"),
+    ([SERVICE, {**SERVICE, "port": 465}], "[1] (submission): name must be its own"),
+    ([{**SERVICE, "port": 25}], "port must be its own, 1 to 65535 and not 25 (got 25)"),
+    ([SERVICE, {**SERVICE, "name": "other"}], "[1] (other): port must be its own"),
+    ([{**SERVICE, "options": {"smtpd_sasl_auth_enable": True}}],
+     'postfix_relay_services[0] (submission).options.smtpd_sasl_auth_enable (got true)'),
+    ([{**SERVICE, "options": {"smtpd_client_restrictions": "permit_sasl_authenticated, reject"}}],
+     "smtpd_client_restrictions: its value may not hold spaces"),
+    ([{**SERVICE, "requires": ["relay.pem"]}], "requires must list absolute paths"),
+])
+def test_services_are_checked_before_they_reach_master_cf(services: list, expected) -> None:
+    found = inputs.invalid_services(services)
+    if not expected:
+        assert found == []
+    else:
+        assert len(found) == 1, found
+        assert expected in found[0], found
+
+
 prometheus = filter_plugin("prometheus")
 
 

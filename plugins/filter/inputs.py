@@ -39,7 +39,46 @@ def invalid_settings(settings: dict, variable: str) -> list:
     return bad
 
 
+SERVICE = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def invalid_services(services: list) -> list:
+    """What is wrong with each ``postfix_relay_services`` entry, named by index (and name):
+    a name that is not one (it names the log, postfix/NAME), a name or port given twice, a
+    port that is not 1-65535 or is 25 (the relay's smtp service), options that are not
+    main.cf settings on one line without spaces (master.cf's -o), booleans included
+    (Postfix wants "yes" or "no"), files required by a path that is not absolute."""
+    bad: list[str] = []
+    names: set[str] = set()
+    ports: set[object] = set()
+    for index, service in enumerate(services or []):
+        service = service if isinstance(service, dict) else {}
+        name, port = str(service.get("name") or ""), service.get("port")
+        label = f"postfix_relay_services[{index}]" + (f" ({name})" if name else "")
+        if not SERVICE.fullmatch(name) or name in names:
+            bad.append(f"{label}: name must be its own, of lower-case letters, digits and -.")
+        if (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+                or port == 25 or port in ports):
+            bad.append(f"{label}: port must be its own, 1 to 65535 and not 25 (got {port!r}).")
+        options = service.get("options") or {}
+        variable = f"{label}.options"
+        bad += [f"{entry}: a main.cf setting with a text or number value, without spaces "
+                "(write booleans as \"yes\" or \"no\" in quotes)."
+                for entry in (invalid_settings(options, variable) if isinstance(options, dict)
+                              else [variable])]
+        bad += [f"{variable}.{key}: its value may not hold spaces (master.cf's -o)."
+                for key, value in (options.items() if isinstance(options, dict) else [])
+                if not isinstance(value, bool) and re.search(r"\s", str(value))]
+        requires = service.get("requires") or []
+        if not isinstance(requires, list) or not all(str(p).startswith("/") for p in requires):
+            bad.append(f"{label}: requires must list absolute paths (got {requires!r}).")
+        names.add(name)
+        ports.add(port)
+    return bad
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {"invalid_sender_accounts": invalid_sender_accounts,
+                "invalid_services": invalid_services,
                 "invalid_settings": invalid_settings}
