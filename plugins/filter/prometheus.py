@@ -8,8 +8,9 @@ from typing import Any
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 
-def scrape_target(host: str, hostvars: Any, port_variable: str, default_port: int) -> dict:
-    """A static_configs entry for one relay's endpoint, labelled ``relay``.
+def scrape_target(host: str, hostvars: Any, port_variable: str, default_port: int,
+                  label: str = "relay") -> dict:
+    """A static_configs entry for one host's endpoint, labelled ``label`` (``relay``).
 
     The address is the relay's ``relay_metrics_scrape_host``, else its ``ansible_host``,
     else its inventory name; the port its ``port_variable``, else ``default_port``.
@@ -19,7 +20,7 @@ def scrape_target(host: str, hostvars: Any, port_variable: str, default_port: in
     if ":" in str(address):
         address = f"[{address}]"
     port = relay.get(port_variable) or default_port
-    return {"targets": [f"{address}:{port}"], "labels": {"relay": host}}
+    return {"targets": [f"{address}:{port}"], "labels": {label: host}}
 
 
 def prometheus_config(config: dict | None, jobs: list[dict], rules_file: str) -> dict:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import testinfra
@@ -273,6 +274,44 @@ def run_playbook(
             capture_output=True, text=True, check=False, timeout=600,
             env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})},
         )
+
+
+class Prometheus:
+    """A Prometheus server's HTTP API, asked from inside its container. Its alerts are
+    those whose labels match ``labels`` (an alert without one of them matches too)."""
+
+    def __init__(self, host: Any, timeout: float, **labels: str) -> None:
+        self.host = host
+        self.timeout = timeout
+        self.labels = labels
+
+    def api(self, path: str) -> Any:
+        probe = ("import json, sys, urllib.request; "
+                 "print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/' + sys.argv[1], "
+                 "timeout=10).read().decode())")
+        answer = json.loads(self.host.check_output(f"python3 -c {shlex.quote(probe)} "
+                                                   f"{shlex.quote(path)}"))
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def value(self, expression: str) -> float | None:
+        """The value of an expression that has one series, or None when it has none."""
+        result = self.api(f"query?query={quote(expression)}")["result"]
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    def firing(self, alert: str, **labels: str) -> list[dict[str, Any]]:
+        """The firing alerts named ``alert`` that match the labels (these and the API's)."""
+        wanted = {**self.labels, **labels}
+        return [a for a in self.api("alerts")["alerts"]
+                if a["labels"]["alertname"] == alert and a["state"] == "firing"
+                and all(a["labels"].get(name, value) == value for name, value in wanted.items())]
+
+    def wait_firing(self, alert: str, **labels: str) -> dict[str, Any]:
+        return wait_until(lambda: self.firing(alert, **labels), self.timeout, f"{alert} to fire")[0]
+
+    def wait_resolved(self, alert: str, **labels: str) -> None:
+        wait_until(lambda: not self.firing(alert, **labels), self.timeout, f"{alert} to resolve")
 
 
 @dataclass

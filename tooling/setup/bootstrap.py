@@ -1,6 +1,6 @@
 """Set up a fresh Debian machine for the tests; a no-op when all is in place.
 
-1. Debian packages (Docker Engine, mmdebstrap, venv support, make), installed only when
+1. Debian packages (Docker Engine, mmdebstrap, venv support, make, Chromium), installed only when
    missing, with one ``apt-get update`` first.
 2. A Docker daemon that answers (see ``tooling.setup.dockerd``).
 3. The virtual environment ``.venv`` with the pinned requirements and this project;
@@ -32,7 +32,9 @@ from tooling.setup import dockerd, images, minimums
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 STAMP = VENV / ".qqrelay-requirements.sha256"
-DEBIAN_PACKAGES = ("docker.io", "mmdebstrap", "python3-venv", "make", "iproute2", "procps")
+# chromium: the daily scenario opens the ARA report headless (fonts-liberation: its text).
+DEBIAN_PACKAGES = ("docker.io", "mmdebstrap", "python3-venv", "make", "iproute2", "procps",
+                   "chromium", "fonts-liberation")
 
 
 def step(name: str, started: float) -> None:

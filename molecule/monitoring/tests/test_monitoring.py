@@ -4,19 +4,17 @@ resolve after. Everything is read through Prometheus' HTTP API."""
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import yaml
 
 from tooling.generate import alert_rules
 from tooling.harness.testing import (
+    Prometheus,
     addresses,
     assert_left_as,
     can_connect,
@@ -34,43 +32,9 @@ PORTS = (9154, 3903)  # relay_metrics_exporter_port, relay_metrics_mtail_port
 ALERT_TIMEOUT = 60
 
 
-class Prometheus:
-    """Prometheus' HTTP API, asked from inside its container."""
-
-    def __init__(self, host: Any) -> None:
-        self.host = host
-
-    def api(self, path: str) -> Any:
-        probe = ("import json, sys, urllib.request; "
-                 "print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/' + sys.argv[1], "
-                 "timeout=10).read().decode())")
-        answer = json.loads(self.host.check_output(f"python3 -c {shlex.quote(probe)} "
-                                                   f"{shlex.quote(path)}"))
-        assert answer["status"] == "success", answer
-        return answer["data"]
-
-    def value(self, expression: str) -> float | None:
-        """The value of an expression that has one series, or None when it has none."""
-        result = self.api(f"query?query={quote(expression)}")["result"]
-        assert len(result) <= 1, result
-        return float(result[0]["value"][1]) if result else None
-
-    def firing(self, alert: str) -> list[dict[str, Any]]:
-        """The firing alerts named ``alert`` of the relay."""
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"]["alertname"] == alert and a["state"] == "firing"
-                and a["labels"].get("relay", RELAY) == RELAY]
-
-    def wait_firing(self, alert: str) -> dict[str, Any]:
-        return wait_until(lambda: self.firing(alert), ALERT_TIMEOUT, f"{alert} to fire")[0]
-
-    def wait_resolved(self, alert: str) -> None:
-        wait_until(lambda: not self.firing(alert), ALERT_TIMEOUT, f"{alert} to resolve")
-
-
 @pytest.fixture(scope="module")
 def prometheus(instances: dict[str, list[Any]]) -> Prometheus:
-    found = Prometheus(instances["prometheus"][0])
+    found = Prometheus(instances["prometheus"][0], ALERT_TIMEOUT, relay=RELAY)
     wait_until(lambda: found.value(f'count(up{{relay="{RELAY}"}} == 1)') == 2, 60,
                "Prometheus to scrape the exporter and mtail")
     return found
