@@ -630,3 +630,16 @@ def test_certbot_asks_as_the_recorded_request_says() -> None:
     assert "--deploy-hook" not in acme.certbot_argv(http, "x", [], "", False)
     assert "--dns-rfc2136-propagation-seconds" not in acme.certbot_argv(
         {**dns, "propagation": None}, "web", [], "/f", False)
+
+
+def test_systemd_refusals_name_the_variable_its_value_and_systemd_s_reason() -> None:
+    results = [
+        {"rc": 0, "stderr": "", "item": {"name": "controller_calendar", "kind": "calendar",
+                                         "value": "daily"}},
+        {"rc": 1, "stderr": "Failed to parse timespan '2 hours or so': Invalid argument\n",
+         "item": {"name": "controller_timeout", "kind": "timespan", "value": "2 hours or so"}},
+    ]
+    assert inputs.systemd_refusals(results) == [
+        "controller_timeout (2 hours or so) is not a systemd timespan: Failed to parse timespan"
+        " '2 hours or so': Invalid argument; see man systemd.time (calendar: daily,"
+        ' "Mon..Fri 03:00"; time span: 30min, 2h).']

@@ -77,8 +77,18 @@ def invalid_services(services: list) -> list:
     return bad
 
 
+def systemd_refusals(results: list) -> list:
+    """Messages for the looped ``systemd-analyze calendar|timespan VALUE`` results that
+    systemd refused; each item is {name, kind, value}: the variable, what it must be, its value."""
+    return [f"{r['item']['name']} ({r['item']['value']}) is not a systemd {r['item']['kind']}:"
+            f" {(r.get('stderr') or '').strip()}; see man systemd.time (calendar: daily,"
+            ' "Mon..Fri 03:00"; time span: 30min, 2h).'
+            for r in results if r.get("rc") != 0]
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {"invalid_sender_accounts": invalid_sender_accounts,
                 "invalid_services": invalid_services,
-                "invalid_settings": invalid_settings}
+                "invalid_settings": invalid_settings,
+                "systemd_refusals": systemd_refusals}

@@ -113,11 +113,11 @@ def labels_of(playbook: dict[str, Any]) -> set[str]:
 def test_bad_input_is_refused_before_anything_changes(controller: Any) -> None:
     before = controller.check_output("sha1sum /etc/qqrelay/controller/* 2>/dev/null || true")
     cases = [
-        ({"controller_inventory": "/nonexistent/inventory", "controller_mode": "daily"},
+        ({"controller_mode": "daily"}, ["controller_mode", "check, apply"]),
+        ({"controller_inventory": "/nonexistent/inventory",
+          "controller_calendar": "every day at 3", "controller_timeout": "2 hours or so"},
          ["controller_inventory (/nonexistent/inventory) is not a file or folder",
-          "controller_mode must be check"]),
-        ({"controller_calendar": "every day at 3", "controller_timeout": "2 hours or so"},
-         ["controller_calendar (every day at 3) is not a systemd calendar",
+          "controller_calendar (every day at 3) is not a systemd calendar",
           "controller_timeout (2 hours or so) is not a systemd timespan"]),
     ]
     for extra_vars, messages in cases:
