@@ -45,8 +45,8 @@ for (table,) in db.execute("select name from sqlite_master where type='table'"):
 CHANGED = r"""
 import json, sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
-rows = db.execute("select h.name, t.name, r.playbook_id from api_result r join api_host h on "
-                  "r.host_id = h.id join api_task t on r.task_id = t.id where r.status = 'changed'")
+rows = db.execute("select h.name, t.name, r.playbook_id from results r join hosts h on "
+                  "r.host_id = h.id join tasks t on r.task_id = t.id where r.status = 'changed'")
 print(json.dumps(rows.fetchall()))
 """
 
@@ -130,6 +130,9 @@ def test_bad_input_is_refused_before_anything_changes(controller: Any) -> None:
 
 
 def test_a_run_as_the_timer_starts_it_finds_no_drift(controller: Any, prometheus: Prometheus) -> None:
+    assert json.loads(controller.file("/etc/qqrelay/controller/daily.json").content_string)["mode"] == "check"
+    timer = controller.check_output("systemctl show qqrelay-daily.timer -p UnitFileState -p ActiveState")
+    assert "UnitFileState=enabled" in timer and "ActiveState=active" in timer, timer
     daily_run(controller)
     playbook = last_playbook(controller)
     assert playbook["status"] == "completed", playbook
@@ -218,6 +221,14 @@ def test_apply_mode_puts_both_relays_back_and_old_records_are_pruned(
         controller: Any, relays: dict[str, Any], prometheus: Prometheus) -> None:
     result = run_playbook(CONTROLLER_PLAYBOOK, "controllers", {"controller_mode": "apply"})
     assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        apply_and_prune(controller, relays, prometheus)
+    finally:
+        back = run_playbook(CONTROLLER_PLAYBOOK, "controllers", {})
+        assert back.returncode == 0, back.stdout + back.stderr
+
+
+def apply_and_prune(controller: Any, relays: dict[str, Any], prometheus: Prometheus) -> None:
     daily_run(controller)
     applied = last_playbook(controller)
     assert "mode:apply" in labels_of(applied), applied
@@ -227,7 +238,7 @@ def test_apply_mode_puts_both_relays_back_and_old_records_are_pruned(
     old = applied["id"]
     controller.check_output(
         f"python3 -c \"import sqlite3; db = sqlite3.connect('{DATABASE}'); db.execute("
-        f"\\\"update api_playbook set started = datetime('now', '-200 days') where id = {old}\\\"); "
+        f"\\\"update playbooks set started = datetime('now', '-200 days') where id = {old}\\\"); "
         "db.commit()\"")
     # The next run, by a person from their SSH session: nothing left to change.
     person = controller.run("env SUDO_USER=alice SSH_CLIENT='192.0.2.7 50022 22' qqrelay-daily")
