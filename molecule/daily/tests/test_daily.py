@@ -218,6 +218,8 @@ def test_no_secret_is_recorded(controller: Any, settings: dict[str, Any],
                                hostvars: dict[str, dict[str, Any]]) -> None:
     code = settings["qqrelay_test_code"]
     vault = hostvars["daily-controller"]["controller_vault_password"]
+    vault_file = "/etc/qqrelay/controller/inventory/group_vars/relays/vault.yml"
+    assert controller.file(vault_file).content_string.startswith("$ANSIBLE_VAULT;")
     dump = controller.check_output(f"python3 -c {shlex.quote(DUMP)} {DATABASE}")
     assert RELAY_A in dump  # the dump sees the runs
     assert "smtp_tls_security_level" in dump

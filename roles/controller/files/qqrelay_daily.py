@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     state_file = Path(config["state_file"])
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     successes = state.get("last_success", {})
+    if hosts and not args.limit:  # a relay gone from the inventory is no longer watched
+        successes = {name: moment for name, moment in successes.items()
+                     if name in {host["name"] for host in hosts}}
     successes.update(dict.fromkeys(succeeded(hosts, status), ended))
     write_atomically(state_file, json.dumps({"last_success": successes}, indent=2) + "\n", 0o600)
     write_atomically(Path(config["metrics_file"]),
