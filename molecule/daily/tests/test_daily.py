@@ -120,6 +120,10 @@ def test_bad_input_is_refused_before_anything_changes(controller: Any) -> None:
          ["controller_inventory (/nonexistent/inventory) is not a file or folder",
           "controller_calendar (every day at 3) is not a systemd calendar",
           "controller_timeout (2 hours or so) is not a systemd timespan"]),
+        ({"controller_vault_password": "not-the-password"},
+         ["does not load with controller_vault_password:", "Decryption failed"]),
+        ({"controller_vault_password": ""},
+         ["does not load with controller_vault_password (empty):", "no vault secrets"]),
     ]
     for extra_vars, messages in cases:
         result = run_playbook(CONTROLLER_PLAYBOOK, "controllers", extra_vars)
