@@ -268,6 +268,13 @@ def apply_and_prune(controller: Any, relays: dict[str, Any], prometheus: Prometh
     kept = {run["id"] for run in records(controller, "playbook", "list", "--limit", "1000")}
     assert old not in kept, kept
     assert latest["id"] in kept, kept
+    # The report shows the last run and the runs that changed something, no other.
+    shown = {int(Path(name).stem) for name in
+             controller.check_output(f"ls {REPORT}/playbooks").split()}
+    changing = {run for run in kept
+                if any(host["changed"] for host in host_counts(controller, run).values())}
+    assert shown == changing | {latest["id"]}, (shown, changing)
+    assert len(kept - shown) >= 1  # the first run, which found nothing
     for relay in (RELAY_A, RELAY_B):
         assert metric(controller, "qqrelay_daily_relay_changed_tasks", relay) == 0
         prometheus.wait_resolved("QQRelayDrifted", relay=relay)

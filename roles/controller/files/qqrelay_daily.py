@@ -17,7 +17,8 @@ with --timer every day. Each run:
 - writes its metrics for node_exporter's textfile collector: per relay the tasks that
   changed or would change, failed tasks, unreachable, the time of its last successful run,
   and the run's exit status;
-- prunes the records older than the retention and writes ARA's static HTML report.
+- prunes the records older than the retention and writes ARA's static HTML report of
+  the last run and of the runs that changed (or would have changed) something.
 
 The exit status is ansible-playbook's (0: every relay reached and no task failed; a
 relay that drifted is not a failure, the metrics say it).
@@ -30,6 +31,7 @@ import fcntl
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,7 +175,14 @@ class Run:
         report = Path(self.config["report_dir"])
         fresh, old = report.with_name(report.name + ".new"), report.with_name(report.name + ".old")
         subprocess.run(["rm", "-rf", str(fresh), str(old)], check=True)
-        generated = self.tool("ara-manage", "generate", str(fresh))
+        # The report is made from a copy of the records that keeps only the runs it shows.
+        copy = fresh.with_suffix(".sqlite")
+        shutil.copyfile(self.environ["ARA_DATABASE_NAME"], copy)
+        generated = subprocess.run(
+            [str(self.venv / "bin" / "python3"), os.path.abspath(__file__), "--report", str(fresh)],
+            env={**self.environ, "ARA_DATABASE_NAME": str(copy)}, capture_output=True, text=True,
+            check=False)
+        copy.unlink()
         if generated.returncode != 0:
             print(f"qqrelay-daily: the HTML report failed: {generated.stderr}", file=sys.stderr)
             return
@@ -184,15 +193,35 @@ class Run:
         subprocess.run(["rm", "-rf", str(old)], check=True)
 
 
+def report(path: str) -> None:
+    """ARA's static HTML report (``ara-manage generate``) of the last run and of the runs
+    that changed (or would have changed) something, made from a copy of the records
+    (ARA_DATABASE_NAME) from which the other runs are deleted first. Runs in the virtual
+    environment, with ARA's Django."""
+    import django  # ARA's, in the virtual environment only
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ara.server.settings")
+    django.setup()
+    from ara.api import models
+    from django.core.management import call_command
+    last = models.Playbook.objects.order_by("-id").values_list("id", flat=True).first()
+    changed = models.Host.objects.filter(changed__gt=0).values_list("playbook_id", flat=True)
+    models.Playbook.objects.exclude(id__in={last, *changed}).delete()
+    call_command("generate", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qqrelay-daily", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("check", "apply"))
     parser.add_argument("--limit", help="only these relays (ansible-playbook --limit)")
     parser.add_argument("--timer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--report", help=argparse.SUPPRESS)
     parser.add_argument("--ara", nargs=argparse.REMAINDER,
                         help="run ARA's command line on the records (ara --help)")
     args = parser.parse_args(argv)
+    if args.report:
+        report(args.report)
+        return 0
     config = json.loads(CONFIG.read_text())
     if args.ara is not None:
         who, address = starter(False, dict(os.environ))
