@@ -336,6 +336,10 @@ def test_a_relay_is_scraped_at_its_address_and_labelled_with_its_name() -> None:
         {"targets": ["r2:3903"], "labels": {"relay": "r2"}},
         {"targets": ["[2001:db8::3]:13903"], "labels": {"relay": "r3"}},
     ]
+    # A control host's node_exporter, labelled as one.
+    assert prometheus.scrape_target("r1", hostvars, "controller_metrics_port", 9100,
+                                    "controller") == {"targets": ["192.0.2.5:9100"],
+                                                      "labels": {"controller": "r1"}}
 
 
 def test_the_relay_jobs_replace_their_namesakes_and_keep_the_rest() -> None:
