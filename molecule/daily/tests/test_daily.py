@@ -161,6 +161,13 @@ def test_a_run_as_the_timer_starts_it_finds_no_drift(controller: Any,
             f'qqrelay_daily_relay_changed_tasks{{relay="{relay}"}}') == 0, 30,
             f"Prometheus to read {relay}'s run")
     assert "last_run_exit_status{mode=\"check\"} 0" in controller.file(METRICS).content_string
+    # The records and the secrets root-only; the report readable by a web server.
+    for path, mode in ((DATABASE.rsplit("/", 1)[0], 0o700),
+                       ("/etc/qqrelay/controller/vault-password", 0o600),
+                       ("/etc/qqrelay/controller/ssh-key", 0o600)):
+        assert controller.file(path).mode == mode, path
+        assert controller.file(path).user == "root", path
+    assert controller.run(f"runuser -u nobody -- cat {REPORT}/index.html").rc == 0
 
 
 def test_drift_on_both_relays_shows_in_the_report_the_metrics_and_an_alert(
