@@ -35,8 +35,7 @@ DISTROS = ("debian11", "debian12", "debian13")
 ORDER = ("default", "postfix_relay", "submission", "ha", "day2", "budget", "daily", "monitoring",
          "site", "firewall", "mail_logs")
 # Scenarios whose roles refuse a distro (with the reason, in the role's checks).
-# relay_metrics, and the controller's ansible-core (Python 3.11): Debian 12 and 13 only.
-UNSUPPORTED = {"monitoring": {"debian11"}, "daily": {"debian11"}}
+UNSUPPORTED = {"monitoring": {"debian11"}}  # relay_metrics: Debian 12 and 13 only
 # Scenarios whose relays are one of each release (their images are fixed in molecule.yml):
 # they run once, whatever --distros says, labelled with this name.
 EVERY_RELEASE = {"day2"}
