@@ -176,7 +176,7 @@ class Run:
         fresh, old = report.with_name(report.name + ".new"), report.with_name(report.name + ".old")
         subprocess.run(["rm", "-rf", str(fresh), str(old)], check=True)
         # The report is made from a copy of the records that keeps only the runs it shows.
-        copy = fresh.with_suffix(".sqlite")
+        copy = Path(self.config["ara_dir"]) / "report.sqlite"  # root-only, as the records
         shutil.copyfile(self.environ["ARA_DATABASE_NAME"], copy)
         generated = subprocess.run(
             [str(self.venv / "bin" / "python3"), os.path.abspath(__file__), "--report", str(fresh)],
