@@ -64,6 +64,14 @@ def test_a_run_cut_short_succeeds_on_no_relay() -> None:
     assert daily.succeeded(HOSTS, daily.TIMED_OUT) == []
 
 
+def test_a_relay_gone_from_the_inventory_is_forgotten_by_a_complete_run_only() -> None:
+    before = {"relay-a": 10.0, "gone": 5.0}
+    assert daily.last_successes(before, HOSTS, 4, 99.0, limited=False) == {"relay-a": 99.0}
+    assert daily.last_successes(before, HOSTS, 4, 99.0, limited=True) == {
+        "relay-a": 99.0, "gone": 5.0}
+    assert daily.last_successes(before, [], 1, 99.0, limited=False) == before
+
+
 def test_a_second_run_exits_at_once_saying_which_run_holds_the_lock(tmp_path: Path) -> None:
     config = tmp_path / "daily.json"
     config.write_text(json.dumps({"mode": "check"}))
@@ -75,7 +83,10 @@ def test_a_second_run_exits_at_once_saying_which_run_holds_the_lock(tmp_path: Pa
                   f"('d', {str(PATH)!r}); d = importlib.util.module_from_spec(s); "
                   f"s.loader.exec_module(d); d.CONFIG = pathlib.Path({str(config)!r}); "
                   f"d.LOCK = pathlib.Path({str(lock)!r}); sys.exit(d.main([]))")
-        time.sleep(0.5)  # flock has the lock
+        deadline = time.monotonic() + 20
+        while subprocess.run(["flock", "-n", str(lock), "true"], check=False).returncode == 0:
+            assert time.monotonic() < deadline, "flock(1) never took the lock"
+            time.sleep(0.1)
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                 check=False, timeout=30)
     finally:

@@ -106,6 +106,19 @@ def succeeded(hosts: list[dict], status: int) -> list[str]:
     return [host["name"] for host in hosts if not host["failed"] and not host["unreachable"]]
 
 
+def last_successes(before: dict[str, float], hosts: list[dict], status: int, ended: float,
+                   limited: bool) -> dict[str, float]:
+    """Each relay's last successful run after this one: ``ended`` for the relays it
+    succeeded on. A relay a complete run no longer lists (gone from the inventory) is
+    forgotten; a run that listed none (Ansible stopped first) or a --limit keeps them all."""
+    kept = dict(before)
+    if hosts and not limited:
+        kept = {name: moment for name, moment in kept.items()
+                if name in {host["name"] for host in hosts}}
+    kept.update(dict.fromkeys(succeeded(hosts, status), ended))
+    return kept
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
@@ -250,11 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     hosts = run.recorded_hosts(started)
     state_file = Path(config["state_file"])
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    successes = state.get("last_success", {})
-    if hosts and not args.limit:  # a relay gone from the inventory is no longer watched
-        successes = {name: moment for name, moment in successes.items()
-                     if name in {host["name"] for host in hosts}}
-    successes.update(dict.fromkeys(succeeded(hosts, status), ended))
+    successes = last_successes(state.get("last_success", {}), hosts, status, ended,
+                               limited=bool(args.limit))
     write_atomically(state_file, json.dumps({"last_success": successes}, indent=2) + "\n", 0o600)
     write_atomically(Path(config["metrics_file"]),
                      metrics(mode, status, ended, ended - started, hosts, successes))
