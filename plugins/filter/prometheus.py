@@ -23,6 +23,40 @@ def scrape_target(host: str, hostvars: Any, port_variable: str, default_port: in
     return {"targets": [f"{address}:{port}"], "labels": {label: host}}
 
 
+# postfix_relay's providers (roles/postfix_relay/vars/main.yml; a unit test keeps them equal).
+PROVIDER_HOSTS = {"qq": "smtp.qq.com", "exmail": "smtp.exmail.qq.com"}
+IMPLICIT_TLS_PORT = 465
+
+
+def probe_targets(host: str, hostvars: Any, kind: str) -> list[dict]:
+    """static_configs entries for the probes ``host``'s blackbox exporter makes.
+
+    ``kind`` ``upstream``: the upstream postfix_relay delivers to (its host, else its
+    provider's, and its port), verified; ``submission``: the relay's own submission ports
+    on its loopback, when it has submission clients. Each entry names the blackbox module
+    (``__param_module``), the exporter to ask (``__qqrelay_prober``, the relay's
+    ``relay_metrics_probe_port``) and the label ``relay``; the job's relabelling makes the
+    target the ``target`` parameter.
+    """
+    relay = hostvars[host]
+    prober = scrape_target(host, hostvars, "relay_metrics_probe_port", 9115)["targets"][0]
+    if kind == "upstream":
+        name = relay.get("postfix_relay_host") or PROVIDER_HOSTS.get(
+            relay.get("postfix_relay_provider") or "qq", "")
+        ports = [int(relay.get("postfix_relay_port") or IMPLICIT_TLS_PORT)] if name else []
+    elif kind == "submission":
+        name = "127.0.0.1"
+        ports = [int(port) for port in relay.get("submission_ports") or [587, 465]]
+        ports = ports if relay.get("submission_clients") else []
+    else:
+        raise ValueError(f"probe_targets: kind must be upstream or submission, not {kind!r}")
+    return [{"targets": [f"{name}:{port}"],
+             "labels": {"relay": host, "__qqrelay_prober": prober,
+                        "__param_module": f"qqrelay_{kind}_"
+                                          + ("smtps" if port == IMPLICIT_TLS_PORT else "starttls")}}
+            for port in ports]
+
+
 def prometheus_config(config: dict | None, jobs: list[dict], rules_file: str) -> dict:
     """``config`` with ``jobs`` in place of any scrape job of the same name, and
     ``rules_file`` in rule_files; everything else as it was."""
@@ -47,6 +81,7 @@ class FilterModule:
     def filters(self) -> dict:
         return {
             "scrape_target": scrape_target,
+            "probe_targets": probe_targets,
             "prometheus_config": prometheus_config,
             "invalid_durations": invalid_durations,
         }
