@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import filter_plugin
 
 networks = filter_plugin("networks")
@@ -340,6 +342,38 @@ def test_a_relay_is_scraped_at_its_address_and_labelled_with_its_name() -> None:
     assert prometheus.scrape_target("r1", hostvars, "controller_metrics_port", 9100,
                                     "controller") == {"targets": ["192.0.2.5:9100"],
                                                       "labels": {"controller": "r1"}}
+
+
+def test_each_relay_probes_its_own_upstream_and_submission_ports() -> None:
+    hostvars = {
+        "r1": {"ansible_host": "192.0.2.5"},  # the defaults: QQ on 465, no submission
+        "r2": {"ansible_host": "192.0.2.6", "relay_metrics_probe_port": 19115,
+               "postfix_relay_provider": "exmail", "postfix_relay_port": 587,
+               "submission_clients": [{"name": "app"}], "submission_ports": [465]},
+        "r3": {"postfix_relay_provider": "custom", "postfix_relay_host": "smtp.qq.test",
+               "submission_clients": [{"name": "app"}]},
+    }
+    upstream = {host: prometheus.probe_targets(host, hostvars, "upstream") for host in hostvars}
+    assert upstream["r1"] == [{"targets": ["smtp.qq.com:465"], "labels": {
+        "relay": "r1", "__qqrelay_prober": "192.0.2.5:9115",
+        "__param_module": "qqrelay_upstream_smtps"}}]
+    assert upstream["r2"][0]["targets"] == ["smtp.exmail.qq.com:587"]
+    assert upstream["r2"][0]["labels"]["__param_module"] == "qqrelay_upstream_starttls"
+    assert upstream["r2"][0]["labels"]["__qqrelay_prober"] == "192.0.2.6:19115"
+    assert upstream["r3"][0]["targets"] == ["smtp.qq.test:465"]
+    submission = {host: prometheus.probe_targets(host, hostvars, "submission") for host in hostvars}
+    assert submission["r1"] == []
+    assert [(entry["targets"], entry["labels"]["__param_module"]) for entry in submission["r2"]] \
+        == [(["127.0.0.1:465"], "qqrelay_submission_smtps")]
+    assert [entry["targets"][0] for entry in submission["r3"]] == ["127.0.0.1:587", "127.0.0.1:465"]
+    with pytest.raises(ValueError, match="upstream or submission"):
+        prometheus.probe_targets("r1", hostvars, "mail")
+
+
+def test_the_probed_providers_are_postfix_relays() -> None:
+    vars_file = Path(__file__).resolve().parents[1] / "roles/postfix_relay/vars/main.yml"
+    providers = yaml.safe_load(vars_file.read_text())["__postfix_relay_provider_hosts"]
+    assert providers == prometheus.PROVIDER_HOSTS
 
 
 def test_the_relay_jobs_replace_their_namesakes_and_keep_the_rest() -> None:

@@ -3,15 +3,19 @@ against a scripted SMTP server: healthy only when a client could hand over mail 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tooling.harness import testca
 
 PATH = Path(__file__).resolve().parent.parent / "roles/relay_ha/files/qqrelay_ha.py"
 spec = importlib.util.spec_from_file_location("qqrelay_ha", PATH)
@@ -73,6 +77,72 @@ def test_no_listener_fails_the_check(tmp_path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as unused:
         port = unused.getsockname()[1]
     assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance")) == 1
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(tmp_path_factory) -> ssl.SSLContext:
+    out = tmp_path_factory.mktemp("pki")
+    testca.write_test_pki(out, ["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(out / "server.pem", out / "server.key")
+    return context
+
+
+@contextmanager
+def serve_submission(context: ssl.SSLContext, implicit: bool,
+                     offer_starttls: bool = True) -> Iterator[int]:
+    """A one-connection-at-a-time submission server (implicit TLS or STARTTLS); its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def session(connection) -> None:
+        if not implicit:
+            connection.sendall(b"220 relay ESMTP\r\n")
+            lines = connection.makefile("rb")
+            lines.readline()  # EHLO
+            connection.sendall(b"250-relay\r\n" + (b"250-STARTTLS\r\n" if offer_starttls else b"")
+                               + b"250 8BITMIME\r\n")
+            if lines.readline().split()[0] != b"STARTTLS":
+                return
+            connection.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+        with context.wrap_socket(connection, server_side=True) as secure:
+            if implicit:
+                secure.sendall(b"220 relay ESMTP\r\n")
+            lines = secure.makefile("rb")
+            lines.readline()  # EHLO
+            secure.sendall(b"250-relay\r\n250 AUTH PLAIN\r\n")
+            lines.readline()  # QUIT
+
+    def run() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection, contextlib.suppress(OSError, IndexError):
+                session(connection)
+
+    threading.Thread(target=run, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_a_submission_port_answering_over_tls_is_healthy(tls_server_context, implicit) -> None:
+    with serve_submission(tls_server_context, implicit) as port:
+        assert ha.submission_answers("127.0.0.1", port, implicit=implicit)
+
+
+def test_a_submission_port_without_starttls_is_not(tls_server_context) -> None:
+    with serve_submission(tls_server_context, implicit=False, offer_starttls=False) as port:
+        assert not ha.submission_answers("127.0.0.1", port, implicit=False)
+
+
+def test_a_dead_submission_port_fails_the_check(tmp_path, tls_server_context) -> None:
+    # Port 25 answers; the submission port (STARTTLS) first answers, then is gone.
+    with serve(HEALTHY) as port:
+        with serve_submission(tls_server_context, implicit=False) as submission:
+            assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance"), (submission,)) == 0
+        assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance"), (submission,)) == 1
 
 
 def test_the_status_line_is_logged_on_change_and_every_minute(tmp_path, monkeypatch) -> None:

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """The relay's part in keepalived (installed by the relay_ha role as qqrelay-ha).
 
-  qqrelay-ha check ADDRESS PORT MAINTENANCE_FILE
+  qqrelay-ha check ADDRESS PORT MAINTENANCE_FILE [SUBMISSION_PORT ...]
       keepalived's health check: exit 0 when the relay is not in maintenance (no
       MAINTENANCE_FILE) and Postfix on ADDRESS:PORT would take mail from a client now:
       it greets with 220, and answers EHLO and MAIL FROM with 250, each within 2 s (a
-      spool under queue_minfree answers MAIL FROM with 452). Nothing is sent.
+      spool under queue_minfree answers MAIL FROM with 452). Nothing is sent. Each
+      SUBMISSION_PORT must greet over TLS too (465: implicit TLS; any other: STARTTLS
+      offered and taken) and answer EHLO; its certificate is the clients' to verify.
   qqrelay-ha notify STATE_FILE TYPE NAME STATE [PRIORITY]
       keepalived's notify script: writes STATE (MASTER, BACKUP, FAULT, STOP) and the
       time to STATE_FILE, where the playbooks and people read it.
@@ -20,9 +22,12 @@
       says that this relay no longer takes part (the role takes keepalived away).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,7 +37,19 @@ TAG = "postfix/qqrelay-ha"  # Postfix's log shows it as postfix/qqrelay-ha[PID]
 STATUS_EVERY = 60  # seconds between repeated status lines
 
 
-def check(address: str, port: int, maintenance_file: str) -> int:
+IMPLICIT_TLS_PORT = 465
+
+
+def reply(replies) -> list[bytes]:
+    """The lines of one SMTP reply (a multi-line reply ends with "250 ")."""
+    lines = [replies.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(replies.readline())
+    return lines
+
+
+def check(address: str, port: int, maintenance_file: str,
+          submission_ports: tuple[int, ...] = ()) -> int:
     if os.path.exists(maintenance_file):
         return 1
     try:
@@ -43,15 +60,45 @@ def check(address: str, port: int, maintenance_file: str) -> int:
                 return 1
             for command in (b"EHLO qqrelay-ha.invalid", b"MAIL FROM:<>"):
                 connection.sendall(command + b"\r\n")
-                line = replies.readline()
-                while line[3:4] == b"-":  # a multi-line reply ends with "250 "
-                    line = replies.readline()
-                if not line.startswith(b"250"):
+                if not reply(replies)[-1].startswith(b"250"):
                     return 1
             connection.sendall(b"QUIT\r\n")
-    except OSError:
+        for submission_port in submission_ports:
+            if not submission_answers(address, submission_port):
+                return 1
+    except (OSError, ssl.SSLError):
         return 1
     return 0
+
+
+def submission_answers(address: str, port: int, implicit: bool | None = None) -> bool:
+    """Whether the submission service on ``port`` greets over TLS and answers EHLO
+    (``implicit`` TLS: by default on port 465 only)."""
+    implicit = port == IMPLICIT_TLS_PORT if implicit is None else implicit
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the relay's own certificate, on the loopback
+    with socket.create_connection((address, port), timeout=TIMEOUT) as plain:
+        plain.settimeout(TIMEOUT)
+        if not implicit:
+            replies = plain.makefile("rb")
+            if not replies.readline().startswith(b"220"):
+                return False
+            plain.sendall(b"EHLO qqrelay-ha.invalid\r\n")
+            if b"STARTTLS" not in b"".join(line[4:].upper() for line in reply(replies)):
+                return False
+            plain.sendall(b"STARTTLS\r\n")
+            if not reply(replies)[-1].startswith(b"220"):
+                return False
+        with context.wrap_socket(plain) as connection:
+            replies = connection.makefile("rb")
+            if implicit and not replies.readline().startswith(b"220"):
+                return False
+            connection.sendall(b"EHLO qqrelay-ha.invalid\r\n")
+            if not reply(replies)[-1].startswith(b"250"):
+                return False
+            connection.sendall(b"QUIT\r\n")
+    return True
 
 
 def notify(state_file: str, state: str) -> int:
@@ -106,8 +153,8 @@ def status(address: str, state_file: str, maintenance_file: str, record_file: st
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[0] == "check":
-        return check(argv[1], int(argv[2]), argv[3])
+    if len(argv) >= 4 and argv[0] == "check":
+        return check(argv[1], int(argv[2]), argv[3], tuple(int(port) for port in argv[4:]))
     if len(argv) >= 5 and argv[0] == "notify":
         return notify(argv[1], argv[4])
     if len(argv) == 5 and argv[0] == "status":
