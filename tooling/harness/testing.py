@@ -294,9 +294,13 @@ class Prometheus:
         assert answer["status"] == "success", answer
         return answer["data"]
 
+    def query(self, expression: str) -> list[dict[str, Any]]:
+        """The series (metric and value) of an instant query."""
+        return self.api(f"query?query={quote(expression)}")["result"]
+
     def value(self, expression: str) -> float | None:
         """The value of an expression that has one series, or None when it has none."""
-        result = self.api(f"query?query={quote(expression)}")["result"]
+        result = self.query(expression)
         assert len(result) <= 1, result
         return float(result[0]["value"][1]) if result else None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import RELAY, TARGETS
 
 from tooling.generate import alert_rules
 from tooling.harness.testing import (
@@ -25,19 +26,8 @@ from tooling.harness.testing import (
 
 PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 RELAY_IP = addresses(__file__)["mon-relay"]
-RELAY = "mon-relay"  # the label `relay` of the relay's series: its inventory name
-PORTS = (9154, 3903)  # relay_metrics_exporter_port, relay_metrics_mtail_port
-# Shortened in molecule.yml: rules every 2 s, events counted over 30 s, no pending time
-# for them, 4 s for the queue; the first scrape after an event is at most 2 s later.
-ALERT_TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def prometheus(instances: dict[str, list[Any]]) -> Prometheus:
-    found = Prometheus(instances["prometheus"][0], ALERT_TIMEOUT, relay=RELAY)
-    wait_until(lambda: found.value(f'count(up{{relay="{RELAY}"}} == 1)') == 2, 60,
-               "Prometheus to scrape the exporter and mtail")
-    return found
+# relay_metrics_exporter_port, _mtail_port, _node_port, _probe_port
+PORTS = (9154, 3903, 9100, 9115)
 
 
 def flush_and_wait(relay: Any, upstream: Any, tokens: list[str]) -> None:
@@ -47,7 +37,7 @@ def flush_and_wait(relay: Any, upstream: Any, tokens: list[str]) -> None:
 
 
 def test_both_endpoints_are_scraped_with_the_rules_loaded(prometheus: Prometheus) -> None:
-    assert prometheus.value(f'sum(up{{relay="{RELAY}"}})') == 2
+    assert prometheus.value(f'sum(up{{relay="{RELAY}"}})') == TARGETS
     groups = prometheus.api("rules")["groups"]
     assert [group["name"] for group in groups] == ["qqrelay"]
     shipped = yaml.safe_load(alert_rules.RULES.read_text())["groups"][0]["rules"]

@@ -24,9 +24,15 @@ METRICS_INPUTS = [
     # is refused when compiled, before it is installed (the template's validation;
     # mtail's reason is in its stderr).
     ({"relay_metrics_throttle_replies": ["limited{1001}"]}, "failed to validate"),
+    ({"relay_metrics_node_port": 9115}, "relay_metrics_probe_port"),
+    ({"relay_metrics_other_units": ["dovecot"]}, "relay_metrics_other_units"),
+    ({"relay_metrics_probe_group": "Egress Group"}, "relay_metrics_probe_group"),
+    ({"relay_metrics_upstream_ca_file": "certs/ca.pem"}, "relay_metrics_upstream_ca_file"),
 ]
-METRICS_STATE = ("md5sum /etc/mtail/qqrelay.mtail /etc/default/mtail "
-                 "/etc/default/prometheus-postfix-exporter")
+METRICS_STATE = ("md5sum /etc/mtail/qqrelay.mtail /etc/default/mtail /etc/default/prometheus-*"
+                 " /etc/prometheus/blackbox.yml"
+                 " /var/lib/prometheus/node-exporter/qqrelay_spool.prom"
+                 " /etc/systemd/system/prometheus-blackbox-exporter.service.d/qqrelay.conf")
 
 PROMETHEUS_INPUTS = [
     ({"relay_prometheus_relays_group": "nowhere"}, "relay_prometheus_relays_group"),
@@ -34,6 +40,10 @@ PROMETHEUS_INPUTS = [
     ({"relay_prometheus_queue_age": 600}, "relay_prometheus_queue_age"),
     ({"relay_prometheus_quota_warning": 1.5}, "relay_prometheus_quota_warning"),
     ({"relay_prometheus_daily_quota": 0}, "relay_prometheus_daily_quota"),
+    ({"relay_prometheus_cert_critical_days": 14}, "relay_prometheus_cert_critical_days"),
+    ({"relay_prometheus_spool_margin": 1}, "relay_prometheus_spool_margin"),
+    ({"relay_prometheus_probe_interval": "2 minutes"}, "relay_prometheus_probe_interval"),
+    ({"relay_prometheus_dashboard_dir": "dashboards"}, "relay_prometheus_dashboard_dir"),
 ]
 PROMETHEUS_STATE = "md5sum /etc/prometheus/prometheus.yml /etc/prometheus/qqrelay.rules.yml"
 
