@@ -149,6 +149,23 @@ def test_the_upstream_down_fires_and_resolves(prometheus: Prometheus, normal_ups
     prometheus.wait_resolved("QQRelayUpstreamUnreachableEverywhere")
 
 
+def test_one_relay_cut_off_from_the_upstream_is_named_while_the_other_reaches_it(
+        prometheus: Prometheus, relay: Any) -> None:
+    """A route on mon-relay refuses the way to the fake (its own network's fault):
+    QQRelayUpstreamUnreachable names it, and not its peer, which still reaches it."""
+    upstream_ip = addresses(__file__)["mon-upstream"]
+    relay.check_output(f"ip route add prohibit {upstream_ip}/32")
+    try:
+        alert = prometheus.wait_firing("QQRelayUpstreamUnreachable", instance=UPSTREAM)
+        assert alert["annotations"]["summary"] == (
+            f"Relay {RELAY} cannot reach the upstream {UPSTREAM}, while other relays can")
+        assert not prometheus.firing("QQRelayUpstreamUnreachable", relay="mon-relay-2")
+        assert not prometheus.firing("QQRelayUpstreamUnreachableEverywhere")
+    finally:
+        relay.check_output(f"ip route del prohibit {upstream_ip}/32")
+    prometheus.wait_resolved("QQRelayUpstreamUnreachable")
+
+
 def test_an_impostor_certificate_fails_the_probe(
         prometheus: Prometheus, relay: Any, normal_upstream: Any) -> None:
     """The upstream answers, with a certificate of another CA: the probe (as Postfix would)
