@@ -59,7 +59,7 @@ def test_every_dashboard_query_returns_data(
     sent = relay_mail(client, RELAY_IP)
     assert_left_as(normal_upstream.wait_for(sent["token"]), settings["qqrelay_test_account"])
     relays = prometheus.api('label/relay/values?match[]=up{job="qqrelay_postfix"}')
-    assert relays == [RELAY]
+    assert RELAY in relays
 
     def empty() -> list[str]:
         return [query for query in dashboard.queries()
