@@ -176,6 +176,25 @@ def test_stopping_postfix_on_the_holder_moves_the_address(instances, client, vip
     settled(relays, vip, first)
 
 
+def test_a_holder_whose_587_stops_hands_over(instances, client, vip) -> None:
+    """With submission on, the health check probes 587 (STARTTLS) and 465 too: the
+    holder's 587 service taken out of master.cf (port 25 still answers) moves the
+    address; back in, the holder takes it back."""
+    relays = instances["relays"]
+    first = relays[0]  # the holder: known_start established it
+    first.check_output("cp -p /etc/postfix/master.cf /root/master.cf.test")
+    try:
+        seconds, new = failover(client, vip, first, lambda: first.check_output(
+            "postconf -M# submission/inet && postfix reload"))
+        print(f"failover after 587 stopped on {first.backend.name}: {seconds:.1f} s (to {new})")
+        assert seconds < FAILOVER_LIMIT
+        assert first.run("python3 -c 'import socket; socket.create_connection("
+                         "(\"127.0.0.1\", 25), timeout=3)'").rc == 0
+    finally:
+        first.check_output("cp -p /root/master.cf.test /etc/postfix/master.cf && postfix reload")
+    settled(relays, vip, first)
+
+
 def test_a_holder_under_queue_minfree_hands_over_and_takes_back_after_the_delay(
         instances, client, vip) -> None:
     """Postfix answers MAIL FROM with 452 when its spool has less free space than
