@@ -138,11 +138,12 @@ def test_a_submission_port_without_starttls_is_not(tls_server_context) -> None:
 
 
 def test_a_dead_submission_port_fails_the_check(tmp_path, tls_server_context) -> None:
-    # Port 25 answers; the submission port (STARTTLS) first answers, then is gone.
-    with serve(HEALTHY) as port:
-        with serve_submission(tls_server_context, implicit=False) as submission:
-            assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance"), (submission,)) == 0
-        assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance"), (submission,)) == 1
+    # Port 25 answers; the submission port (STARTTLS) answers, or nothing listens there.
+    with socket.create_server(("127.0.0.1", 0)) as unused:
+        dead = unused.getsockname()[1]
+    with serve(HEALTHY) as port, serve_submission(tls_server_context, implicit=False) as alive:
+        assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance"), (alive,)) == 0
+        assert ha.check("127.0.0.1", port, str(tmp_path / "maintenance"), (alive, dead)) == 1
 
 
 def test_the_status_line_is_logged_on_change_and_every_minute(tmp_path, monkeypatch) -> None:
