@@ -103,6 +103,10 @@ def test_only_postfix_may_connect_out_to_mail_ports(backend, relay, client, upst
     assert not can_connect(relay, "smtp.qq.test", 465, user="nobody")
     sent = relay_mail(client, RELAY_IP)
     assert upstream.wait_for(sent["token"])["login"]
+    # And a program running with the egress group (relay_metrics' probe of the upstream).
+    probe = "import socket; socket.create_connection(('smtp.qq.test', 465), timeout=3)"
+    grouped = f"runuser -u nobody -g qqrelay-egress -- python3 -c {shlex.quote(probe)}"
+    assert relay.run(grouped).rc == 0
 
 
 # A rule the toolkit does not own, per backend: added by hand, checked, removed.
