@@ -41,6 +41,13 @@ def test_prometheus_finds_at_least_200_series_of_the_relay(prometheus: Prometheu
                    'probe_success{job="qqrelay_submission", instance="127.0.0.1:587"}',
                    'probe_success{job="qqrelay_submission", instance="127.0.0.1:465"}'):
         assert prometheus.value(series.replace("}", f', relay="{RELAY}"}}')) == 1, series
+    # A healthy relay: every watched unit active, no alert of the host or the probes.
+    inactive = f'node_systemd_unit_state{{relay="{RELAY}", state="active"}} == 0'
+    assert prometheus.query(inactive) == []
+    for alert in ("QQRelayUnitDown", "QQRelaySpoolFilling", "QQRelaySpoolFull",
+                  "QQRelayUpstreamUnreachableEverywhere", "QQRelaySubmissionDown",
+                  "QQRelayCertificateExpiring", "QQRelayCertificateExpiringSoon"):
+        assert not prometheus.firing(alert), alert
 
 
 def test_the_spool_floor_is_postfixs_own(prometheus: Prometheus, relay: Any) -> None:
