@@ -37,7 +37,7 @@ def test_pairs_run_side_by_side_but_one_scenario_at_a_time(monkeypatch, tmp_path
 
 def test_default_comes_first_and_the_longest_next() -> None:
     names = scenarios.discover()
-    assert names[:4] == ["default", "postfix_relay", "submission", "ha"]
+    assert names[:4] == ["default", "postfix_relay", "ha", "submission"]
     assert "shared" not in names
 
 

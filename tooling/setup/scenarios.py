@@ -27,12 +27,12 @@ LOGS = ROOT / ".molecule-logs"
 DISTROS = ("debian11", "debian12", "debian13")
 # default (the plumbing and the installed collection) first: when the plumbing is
 # broken, it says so soonest. Then the longest first, each to the lane that frees first,
-# which keeps the lanes about even with the measured times (b11f119, 2026-12-03, Debian
-# 13, three at a time: postfix_relay 15.5 min, ha 12, day2 12, submission 10.5, budget 9,
-# monitoring 5.5, site 5.5, firewall 4.5, default 3.5, mail_logs 2; 27 min for the three
-# lanes; submission was 20.5 min before its renewal stopped waiting for certbot's random
-# sleep, so it could now go after ha and day2).
-ORDER = ("default", "postfix_relay", "submission", "ha", "day2", "budget", "daily", "monitoring",
+# which keeps the lanes about even with the measured times (495b361 and d06105a,
+# 2026-12-04, Debian 13, three at a time: postfix_relay 15 min, ha 13.7 (submission on),
+# day2 12, monitoring 11 (two relays, every feature, the host's alerts), submission 10.5,
+# daily 9, budget 8.5, site 5.5, firewall 4.5, default 3.5, mail_logs 2; about 33 min for
+# the three lanes).
+ORDER = ("default", "postfix_relay", "ha", "submission", "day2", "monitoring", "daily", "budget",
          "site", "firewall", "mail_logs")
 # Scenarios whose roles refuse a distro (with the reason, in the role's checks).
 UNSUPPORTED = {"monitoring": {"debian11"}}  # relay_metrics: Debian 12 and 13 only
