@@ -7,14 +7,13 @@ current (a unit test runs it, and ``promtool test rules`` tests that file).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import jinja2
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tooling.generate import ROOT, write_or_check
+
 ROLE = ROOT / "roles" / "relay_prometheus"
 TEMPLATE = ROLE / "templates" / "qqrelay.rules.yml.j2"
 RULES = ROOT / "monitoring" / "qqrelay.rules.yml"
@@ -37,22 +36,7 @@ def render(overrides: dict | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tooling.generate.alert_rules",
-                                     description=__doc__)
-    parser.add_argument("--check", action="store_true", help="only say whether it is current")
-    args = parser.parse_args(argv)
-    wanted = render()
-    current = RULES.read_text() if RULES.exists() else ""
-    if args.check:
-        if current != wanted:
-            print(f"{RULES.relative_to(ROOT)} is out of date: "
-                  "run python -m tooling.generate.alert_rules")
-            return 1
-        return 0
-    RULES.parent.mkdir(exist_ok=True)
-    RULES.write_text(wanted)
-    print(f"written: {RULES.relative_to(ROOT)}")
-    return 0
+    return write_or_check("tooling.generate.alert_rules", __doc__, RULES, render, argv)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ until then, so that no panel is empty on a working relay.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tooling.generate import ROOT, write_or_check
+
 DASHBOARD = ROOT / "roles" / "relay_prometheus" / "files" / "qqrelay-dashboard.json"
 RELAYS_QUERY = 'label_values(up{job="qqrelay_postfix"}, relay)'
 
@@ -254,23 +253,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tooling.generate.dashboard", description=__doc__
-    )
-    parser.add_argument("--check", action="store_true", help="only say whether it is current")
-    args = parser.parse_args(argv)
-    wanted = render()
-    current = DASHBOARD.read_text() if DASHBOARD.exists() else ""
-    if args.check:
-        if current != wanted:
-            print(f"{DASHBOARD.relative_to(ROOT)} is out of date:"
-                  " run python -m tooling.generate.dashboard")
-            return 1
-        return 0
-    DASHBOARD.parent.mkdir(parents=True, exist_ok=True)
-    DASHBOARD.write_text(wanted)
-    print(f"written: {DASHBOARD.relative_to(ROOT)}")
-    return 0
+    return write_or_check("tooling.generate.dashboard", __doc__, DASHBOARD, render, argv)
 
 
 if __name__ == "__main__":
